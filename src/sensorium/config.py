@@ -1,0 +1,81 @@
+"""Configs are dataclasses loaded from YAML with dotted overrides (`train.lr=3e-4`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys with the path that holds them."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            kwargs[key] = from_dict(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings (values parsed as YAML) onto a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.path=value")
+        path, text = item.split("=", 1)
+        node = data
+        keys = path.split(".")
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ValueError(f"override {item!r}: {key!r} is not a config section")
+            node = node[key]
+        if keys[-1] not in node:
+            raise ValueError(f"override {item!r}: unknown key {keys[-1]!r}; expected some of {sorted(node)}")
+        node[keys[-1]] = _parse_value(text)
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults of `cls`, updated by a YAML file (if given), then by dotted overrides."""
+    data = to_dict(cls())
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must hold a mapping")
+        _merge(data, loaded, str(path))
+    apply_overrides(data, overrides)
+    return from_dict(cls, data, str(path or cls.__name__))
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:
+    for key, value in new.items():
+        if key not in base:
+            raise ValueError(f"{where}: unknown key {key!r}; expected some of {sorted(base)}")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            _merge(base[key], value, f"{where}.{key}")
+        else:
+            base[key] = value
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

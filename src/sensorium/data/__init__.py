@@ -1,0 +1,1 @@
+"""Datasets and formats: WebDataset shards, manifests, folders; built-in dataset builders."""

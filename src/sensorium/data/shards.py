@@ -1,0 +1,187 @@
+"""WebDataset shards: expand shard specs, write samples, read samples grouped by key and decoded through
+the modality registry. Bad members are skipped with a warning naming shard and key (or raise with strict)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .. import modalities
+from ..modalities import DecodeError
+
+log = logging.getLogger(__name__)
+
+
+class ShardError(RuntimeError):
+    """A shard cannot be read at all (missing, not a tar, path escaping its root)."""
+
+
+@dataclass
+class SkipLog:
+    """Counts skipped samples by reason; `strict` turns the first skip into an error."""
+
+    strict: bool = False
+    counts: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, where: str, detail: str = "") -> None:
+        message = f"{where}: {detail or reason}"
+        if self.strict:
+            raise DecodeError(message)
+        self.counts[reason] += 1
+        if len(self.examples) < 20:
+            self.examples.append(message)
+        log.warning("skipped %s", message)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "by_reason": dict(self.counts), "examples": list(self.examples)}
+
+
+def expand_shards(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Turn a directory, glob, brace pattern (`train-{000..009}.tar`) or list of those into tar paths."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return [p for item in spec for p in expand_shards(item)]
+    text = str(spec)
+    path = Path(text)
+    if path.is_dir():
+        found = sorted(path.rglob("*.tar"))
+        if not found:
+            raise ShardError(f"{path}: directory holds no .tar shards")
+        return found
+    from braceexpand import braceexpand
+
+    out: list[Path] = []
+    for pattern in braceexpand(text):
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        for match in matches:
+            if not Path(match).is_file():
+                raise ShardError(f"{match}: shard not found")
+            out.append(Path(match))
+    if not out:
+        raise ShardError(f"{text}: no shards match")
+    return out
+
+
+def split_key(member_name: str) -> tuple[str, str]:
+    """WebDataset convention: key is the path up to the first dot of the basename, the rest is the extension."""
+    directory, base = os.path.split(member_name)
+    if "." not in base:
+        return member_name, ""
+    stem, ext = base.split(".", 1)
+    return (f"{directory}/{stem}" if directory else stem), ext.lower()
+
+
+def iter_raw(shard: Path) -> Iterator[dict[str, Any]]:
+    """Raw samples of one tar: `{"__key__", "__shard__", ext: bytes, ...}`, consecutive members grouped by key."""
+    try:
+        tar = tarfile.open(shard, "r|*")
+    except (tarfile.TarError, OSError) as exc:
+        raise ShardError(f"{shard}: not a readable tar ({exc})") from None
+    current: dict[str, Any] | None = None
+    with tar:
+        try:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                name = info.name
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise ShardError(f"{shard}: member {name!r} points outside the shard root")
+                key, ext = split_key(name)
+                if not ext:
+                    continue
+                handle = tar.extractfile(info)
+                data = handle.read() if handle else b""
+                if current is None or current["__key__"] != key:
+                    if current is not None:
+                        yield current
+                    current = {"__key__": key, "__shard__": str(shard)}
+                current[ext] = data
+        except tarfile.TarError as exc:
+            raise ShardError(f"{shard}: truncated or corrupt tar ({exc})") from None
+    if current is not None:
+        yield current
+
+
+def decode_sample(raw: dict[str, Any], skips: SkipLog | None = None, want: Iterable[str] | None = None) -> dict[str, Any] | None:
+    """Decode a raw sample's members via the registry. Returns `{"__key__", "__shard__", modality: value,
+    "json": dict?}`; a member that fails to decode is dropped (and counted) or, with a strict SkipLog, raises."""
+    skips = skips or SkipLog()
+    wanted = set(want) if want is not None else None
+    out: dict[str, Any] = {"__key__": raw["__key__"], "__shard__": raw["__shard__"]}
+    where = f"{raw['__shard__']}:{raw['__key__']}"
+    for ext, data in raw.items():
+        if ext.startswith("__"):
+            continue
+        if ext == "json":
+            try:
+                out["json"] = json.loads(data)
+            except ValueError as exc:
+                skips.skip("bad_json", where, f".json member is not JSON ({exc})")
+            continue
+        modality = modalities.for_extension(ext.rsplit(".", 1)[-1])
+        if modality is None or (wanted is not None and modality.name not in wanted):
+            continue
+        if modality.name in out:
+            continue  # first member of a modality wins (e.g. both .png and .jpg)
+        try:
+            out[modality.name] = modality.decode(data, ext)
+        except DecodeError as exc:
+            skips.skip(f"corrupt_{modality.name}", where, f".{ext}: {exc}")
+    return out
+
+
+def iter_samples(spec: Any, *, want: Iterable[str] | None = None, skips: SkipLog | None = None) -> Iterator[dict[str, Any]]:
+    """Decoded samples from shards, in shard order. `want` limits decoding to those modalities."""
+    skips = skips or SkipLog()
+    for shard in expand_shards(spec):
+        for raw in iter_raw(shard):
+            sample = decode_sample(raw, skips, want)
+            if sample is not None:
+                yield sample
+
+
+class ShardWriter:
+    """Write samples (`{"__key__": str, modality: value, "json": dict}`) into numbered tar shards via webdataset."""
+
+    def __init__(self, out_dir: str | os.PathLike, prefix: str = "shard", max_count: int = 1000):
+        import webdataset as wds
+
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._writer = wds.ShardWriter(str(self.out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, verbose=0)
+        self.count = 0
+
+    def write(self, sample: dict[str, Any]) -> None:
+        record: dict[str, Any] = {"__key__": sample["__key__"]}
+        for name, value in sample.items():
+            if name.startswith("__") or value is None:
+                continue
+            if name == "json":
+                record["json"] = json.dumps(value, sort_keys=True).encode("utf-8")
+            elif isinstance(value, (bytes, bytearray)):
+                record[name] = bytes(value)  # already-encoded member, name is its extension
+            else:
+                ext, data = modalities.get(name).encode(value)
+                record[ext] = data
+        self._writer.write(record)
+        self.count += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Vector index over any modality and search."""

@@ -1,0 +1,1 @@
+"""Composed models: aligned towers, unified encoders, vision-language decoders."""

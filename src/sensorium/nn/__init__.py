@@ -1,0 +1,1 @@
+"""Building blocks: attention (SDPA), transformer blocks, experts, pooling, projectors."""

@@ -1,0 +1,1 @@
+"""Losses as nn.Modules that work on one process and across processes."""

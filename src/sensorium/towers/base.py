@@ -1,0 +1,92 @@
+"""Towers are frozen unimodal encoders: `prepare` turns decoded values (str, PIL image, Waveform) into
+tensors, `forward` maps them to one feature vector per sample. A registry builds them by name."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+
+class MissingDependency(ImportError):
+    """A model package or system tool is not installed; the message says how to install it."""
+
+
+def require(module: str, install: str) -> Any:
+    """Import `module` or raise MissingDependency with the install command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(f"{module} is not installed ({exc}); install it with: {install}") from None
+
+
+class Tower(nn.Module):
+    """A pretrained encoder for one modality with its own preprocessing."""
+
+    name: str = "tower"
+    modality: str = ""
+    dim: int = 0
+
+    def prepare(self, values: Sequence[Any]) -> Any:
+        """Decoded values -> model inputs (a Tensor or dict of Tensors) on CPU."""
+        raise NotImplementedError
+
+    def forward(self, inputs: Any) -> torch.Tensor:  # noqa: D401
+        """Model inputs -> features [B, dim]."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What a run's config records about this tower."""
+        return {"name": self.name, "modality": self.modality, "dim": self.dim}
+
+    @torch.inference_mode()
+    def encode(self, values: Sequence[Any], batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Features for a list of values, batched, as float32 on CPU."""
+        self.eval().to(device)
+        out = []
+        for start in range(0, len(values), batch_size):
+            inputs = to_device(self.prepare(values[start:start + batch_size]), device)
+            out.append(self(inputs).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, self.dim)
+
+
+def to_device(inputs: Any, device: str | torch.device) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, dict):
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    return inputs
+
+
+_TOWERS: dict[str, Callable[..., Tower]] = {}
+
+
+def register_tower(name: str) -> Callable[[Callable[..., Tower]], Callable[..., Tower]]:
+    """Decorator: register a tower factory under `name`."""
+
+    def wrap(factory: Callable[..., Tower]) -> Callable[..., Tower]:
+        if name in _TOWERS:
+            raise ValueError(f"tower {name!r} is already registered")
+        _TOWERS[name] = factory
+        return factory
+
+    return wrap
+
+
+def build_tower(name: str, **kwargs: Any) -> Tower:
+    """Instantiate a registered tower by name."""
+    _load_builtin()
+    if name not in _TOWERS:
+        raise KeyError(f"unknown tower {name!r}; registered: {', '.join(sorted(_TOWERS))}")
+    return _TOWERS[name](**kwargs)
+
+
+def tower_names() -> list[str]:
+    _load_builtin()
+    return sorted(_TOWERS)
+
+
+def _load_builtin() -> None:
+    from . import BUILTIN  # noqa: F401  (importing registers the packaged towers)
