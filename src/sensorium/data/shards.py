@@ -159,7 +159,9 @@ class ShardWriter:
 
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._writer = wds.ShardWriter(str(self.out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, verbose=0)
+        # mtime fixed: the same samples give byte-identical shards.
+        self._writer = wds.ShardWriter(str(self.out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, verbose=0,
+                                       mtime=0.0)
         self.count = 0
 
     def write(self, sample: dict[str, Any]) -> None:
@@ -167,10 +169,10 @@ class ShardWriter:
         for name, value in sample.items():
             if name.startswith("__") or value is None:
                 continue
-            if name == "json":
-                record["json"] = json.dumps(value, sort_keys=True).encode("utf-8")
-            elif isinstance(value, (bytes, bytearray)):
+            if isinstance(value, (bytes, bytearray)):
                 record[name] = bytes(value)  # already-encoded member, name is its extension
+            elif name == "json":
+                record["json"] = json.dumps(value, sort_keys=True).encode("utf-8")
             else:
                 ext, data = modalities.get(name).encode(value)
                 record[ext] = data

@@ -28,9 +28,17 @@ def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.nd
     """High-quality resampling with soxr (no-op when the rates match)."""
     if rate == target:
         return samples.astype(np.float32, copy=False)
-    import soxr
+    try:
+        import soxr
 
-    return soxr.resample(samples.astype(np.float32), rate, target).astype(np.float32)
+        return soxr.resample(samples.astype(np.float32), rate, target).astype(np.float32)
+    except ImportError:  # e.g. on a GPU image without soxr: scipy's polyphase filter is nearly as good
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(rate, target)
+        return resample_poly(samples.astype(np.float32), target // g, rate // g).astype(np.float32)
 
 
 def _decode(data: bytes, ext: str) -> Waveform:
