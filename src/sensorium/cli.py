@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 # Modules exposing `register(commands: Commands)`.
 COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.data.cli",
+    "sensorium.towers.cli",
 )
 
 
