@@ -9,6 +9,7 @@ from .base import MissingDependency, Tower, build_tower, register_tower, require
 # Modules whose import registers towers. Each file registers its own names.
 _BUILTIN_MODULES: list[str] = [
     "bert",
+    "efficientnet",
     "speech",
 ]
 for _module in _BUILTIN_MODULES:
