@@ -45,7 +45,7 @@ def _train_speech(args: argparse.Namespace) -> int:
     data = apply_overrides(to_dict(SpeechTrainConfig()), args.overrides)
     config = from_dict(SpeechTrainConfig, data)
     card = run(args.corpus, args.teacher, args.out, config, device=args.device, workers=args.workers,
-               progress=not args.quiet)
+               progress=not args.quiet, deadline_s=args.deadline_s)
     print(json.dumps({k: card[k] for k in ("trained_on", "timings", "final_val")}, indent=2))
     return 0
 
@@ -66,4 +66,5 @@ def register(commands) -> None:
     p.add_argument("--out", default="src/sensorium/towers/weights/speech-minilm.safetensors")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=16, help="parallel espeak-ng processes")
+    p.add_argument("--deadline-s", type=float, default=0.0, help="finish the whole run within this many seconds")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. steps=2000 encoder.width=256")

@@ -54,6 +54,7 @@ class SpeechTrainConfig:
     cosine_weight: float = 1.0
     spec_augment: bool = True
     eval_every: int = 500
+    time_limit_s: float = 0.0  # stop (and still save) after this long; 0 = no limit
     seed: int = 0
 
 
@@ -182,6 +183,10 @@ def train_speech_encoder(train_mels: list[torch.Tensor], train_targets: torch.Te
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     start = time.time()
     for step in tqdm(range(config.steps), desc="speech tower", disable=not progress, unit="step"):
+        if config.time_limit_s and time.time() - start > config.time_limit_s:
+            history.append({"step": step, "stopped": f"time limit {config.time_limit_s}s reached",
+                            "val": speech_to_text_recall(encoder, val_mels, val_targets, val_groups)})
+            break
         if not batches:
             batches = _bucketed_batches(lengths, config.batch_size, rng)
         idx = batches.pop()
@@ -214,10 +219,13 @@ def _groups(texts: Sequence[str]) -> torch.Tensor:
 
 
 def run(corpus_path: str | Path, teacher_path: str | Path, out: str | Path, config: SpeechTrainConfig,
-        device: str = "cpu", workers: int = 16, progress: bool = True) -> dict[str, Any]:
+        device: str = "cpu", workers: int = 16, progress: bool = True, deadline_s: float = 0.0) -> dict[str, Any]:
     """Corpus JSON + teacher embeddings (safetensors: `texts` order in the corpus's `teacher_texts`) ->
-    synthesise, compute mels, train, write `out` (.safetensors + .json card)."""
+    synthesise, compute mels, train, write `out` (.safetensors + .json card). With `deadline_s`, training
+    stops early enough that the whole run (synthesis included) ends within that many seconds."""
     from safetensors.torch import load_file
+
+    begin = time.time()
 
     corpus = json.loads(Path(corpus_path).read_text())
     teacher = load_file(str(teacher_path))["embeddings"].float()
@@ -234,6 +242,9 @@ def run(corpus_path: str | Path, teacher_path: str | Path, out: str | Path, conf
     texts = {s: [item["text"] for item in corpus[s]] for s in ("train", "val")}
     targets = {s: teacher[[row[t] for t in texts[s]]] for s in texts}
     t0 = time.time()
+    if deadline_s:
+        remaining = deadline_s - (t0 - begin) - 30.0
+        config.time_limit_s = max(30.0, min(config.time_limit_s or remaining, remaining))
     encoder, history = train_speech_encoder(mels["train"], targets["train"], _groups(texts["train"]),
                                             mels["val"], targets["val"], _groups(texts["val"]), config, device, progress)
     timings["train_s"] = round(time.time() - t0, 1)
