@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 
 # Modules exposing `register(commands: Commands)`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "sensorium.data.world.cli",
+    "sensorium.data.inspect",
 )
 
 
