@@ -72,6 +72,15 @@ class _PendingSkips(SkipLog):
         self.pending.append((reason, f"{where}: {detail or reason}"))
 
 
+class _Quiet(SkipLog):
+    """For consumers that read a unit only to stride through it: the unit's owner (consumer 0) reports its
+    raw-level problems, so they are counted once, but strict still stops everyone."""
+
+    def skip(self, reason: str, where: str, detail: str = "") -> None:
+        if self.strict:
+            super().skip(reason, where, detail)
+
+
 def _consumer() -> tuple[int, int]:
     """(this consumer's index, number of consumers) over DDP ranks x DataLoader workers."""
     worker = get_worker_info()
@@ -130,10 +139,11 @@ class StreamingDataset(IterableDataset):
         striding = len(order) < consumers
         mine = order if striding else order[consumer::consumers]
         skips = _PendingSkips(self.strict)
+        raw_skips = _Quiet(self.strict) if striding and consumer != 0 else skips
         done_skips: list[tuple[str, int]] = []
         for unit in mine:
             name = names[unit]
-            for pos, item in enumerate(self.source.raw(unit, skips)):
+            for pos, item in enumerate(self.source.raw(unit, raw_skips)):
                 if (striding and pos % consumers != consumer) or self.progress.done(name, pos):
                     continue
                 sample = self.source.decode(item, skips, self.want)

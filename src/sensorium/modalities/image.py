@@ -4,6 +4,7 @@ every PNG-based modality (depth, segmentation, video) uses: it refuses decompres
 from __future__ import annotations
 
 import io
+import warnings
 
 from typing import Any
 
@@ -17,9 +18,12 @@ def open_image(data: bytes) -> Image.Image:
     """Open and fully load image bytes, refusing images larger than PIL's decompression-bomb limit
     (`PIL.Image.MAX_IMAGE_PIXELS`) from the header alone, before any pixel is decompressed."""
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # PIL only warns between 1x and 2x its limit; we refuse below instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"image refused as a decompression bomb ({exc})") from None
+        raise DecodeError(f"image refused as a decompression bomb ({exc}; PIL.Image.MAX_IMAGE_PIXELS = "
+                          f"{Image.MAX_IMAGE_PIXELS}, raise that limit only for sources you trust)") from None
     except Exception as exc:  # noqa: BLE001
         raise DecodeError(f"not a readable image ({type(exc).__name__}: {exc})") from None
     limit = Image.MAX_IMAGE_PIXELS
