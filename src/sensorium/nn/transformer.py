@@ -1,0 +1,133 @@
+"""Pre-norm transformer: configurable norm (LayerNorm / RMSNorm), MLP (GELU, tanh-GELU, quick-GELU,
+SwiGLU) and attention options, described by one `TransformerConfig` dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention, KVCache
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32 and cast back (as Llama-family checkpoints expect)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize the last dimension to unit RMS, then scale."""
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    """'layernorm' or 'rmsnorm' -> the module."""
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps=eps)
+    raise ValueError(f"unknown norm {kind!r} (expected 'layernorm' or 'rmsnorm')")
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """x * sigmoid(1.702 x): the GELU approximation used by OpenAI CLIP."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": quick_gelu,
+    "silu": F.silu,
+    "relu": F.relu,
+}
+
+
+def activation(name: str):
+    """Activation function by name (see ACTIVATIONS)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}, swiglu")
+    return ACTIVATIONS[name]
+
+
+class MLP(nn.Module):
+    """fc2(act(fc1 x)), or SwiGLU down(silu(gate x) * up x) when activation == 'swiglu'."""
+
+    def __init__(self, dim: int, hidden: int, act: str = "gelu", bias: bool = True):
+        super().__init__()
+        self.gated = act == "swiglu"
+        if self.gated:
+            self.gate = nn.Linear(dim, hidden, bias=bias)
+            self.up = nn.Linear(dim, hidden, bias=bias)
+            self.down = nn.Linear(hidden, dim, bias=bias)
+        else:
+            self.act = activation(act)
+            self.fc1 = nn.Linear(dim, hidden, bias=bias)
+            self.fc2 = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., dim] -> [..., dim]."""
+        if self.gated:
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.fc2(self.act(self.fc1(x)))
+
+
+@dataclass
+class TransformerConfig:
+    """Shape and options of a pre-norm transformer stack."""
+
+    dim: int = 512
+    depth: int = 6
+    n_heads: int = 8
+    n_kv_heads: int | None = None  # None = n_heads (no GQA)
+    head_dim: int | None = None  # None = dim // n_heads
+    mlp_hidden: int = 2048
+    activation: str = "gelu"  # gelu | gelu_tanh | quick_gelu | silu | relu | swiglu
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    qkv_bias: bool = True
+    out_bias: bool = True
+    mlp_bias: bool = True
+    fused_qkv: bool = False
+
+
+class Block(nn.Module):
+    """x + attn(norm1 x), then x + mlp(norm2 x)."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.norm1 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, qkv_bias=cfg.qkv_bias,
+                              out_bias=cfg.out_bias, fused_qkv=cfg.fused_qkv)
+        self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg.dim, cfg.mlp_hidden, cfg.activation, bias=cfg.mlp_bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        """[B, T, dim] -> [B, T, dim]; arguments as in `Attention.forward`."""
+        x = x + self.attn(self.norm1(x), mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of `cfg.depth` pre-norm blocks (no final norm: models add their own)."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """[B, T, dim] -> [B, T, dim] through every block."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=i)
+        return x
