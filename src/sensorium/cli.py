@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code = args.func(args)
-    except (MissingDependency, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+    except (MissingDependency, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as exc:
         # User-facing errors: one clear line, no traceback (use -v for one).
         if args.verbose:
             raise

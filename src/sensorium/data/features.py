@@ -79,6 +79,10 @@ def cached_features(spec: Any, towers: dict[str, Tower], cache_dir: str | Path, 
     if missing:
         _encode_into(shards, {m: towers[m] for m in missing}, paths, index_path, device, batch_size, strict, progress)
     index = json.loads(index_path.read_text())
+    if strict and index.get("skips", {}).get("total"):
+        from ..modalities import DecodeError
+
+        raise DecodeError(index["skips"]["examples"][0])  # cached from an earlier non-strict pass over the same shards
     keys, texts = index["keys"], index["texts"]
     features, present = {}, {}
     for modality, path in paths.items():

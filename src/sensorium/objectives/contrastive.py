@@ -39,8 +39,9 @@ def _select(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> tupl
 class ClipLoss(nn.Module):
     """Symmetric InfoNCE over normalised embeddings: mean of a->b and b->a cross-entropy.
 
-    With duplicates in a batch (same caption twice), `groups` marks interchangeable samples so a
-    duplicate is not counted as a negative (soft targets spread over the group)."""
+    `groups` (interchangeable samples, e.g. identical captions) gives soft targets spread over the group; for
+    exact duplicates this equals the plain loss (their rows are identical); the argument keeps one signature
+    with SigLipLoss, where it does matter (a duplicate is otherwise a negative)."""
 
     def __init__(self, local_loss: bool = False):
         super().__init__()

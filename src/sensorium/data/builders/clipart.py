@@ -96,7 +96,7 @@ def _drop_author(words: list[str], author: set[str]) -> list[str]:
 
 def name_from_filename(stem: str, creator: str) -> str:
     """'lightbulb_jon_phillips_01' -> 'lightbulb': file-name words minus author tokens and numbers."""
-    words = [w for w in _words(stem) if not any(c.isdigit() for c in w) and len(w) > 1]
+    words = [w for w in _words(re.sub(r"\d+", " ", stem)) if len(w) > 1]
     words = [w for w in _drop_author(words, _author_tokens(creator)) if w not in _STOP]
     return " ".join(words[:4])
 
@@ -116,7 +116,8 @@ def make_caption(meta: dict[str, Any], stem: str, category: list[str], title_cou
     """Caption = subject name, then up to five keywords, then the category path; lower case, no repeats."""
     title = meta["title"]
     if is_placeholder_title(title, meta, title_counts, min_files):
-        name = name_from_filename(stem, meta["creator"])
+        named = re.match(r"clipart by .+? - (.+)$", title, re.I)  # "Clipart by X - arrow08_4" names the drawing
+        name = name_from_filename(named.group(1) if named else stem, meta["creator"]) or name_from_filename(stem, meta["creator"])
     else:
         name = " ".join(_words(title))
     author = _author_tokens(meta["creator"])
