@@ -160,11 +160,7 @@ def export_hf_dual(p: Pretrained, out: Path) -> None:
     if p.image is not None:
         write_json(out / "preprocessor_config.json", p.image.to_hf(kind))
     if p.text is not None:
-        p.text.tokenizer.save(str(out / "tokenizer.json"))
-        write_json(out / "tokenizer_config.json", {
-            "tokenizer_class": "PreTrainedTokenizerFast" if siglip else "CLIPTokenizer",
-            "model_max_length": p.text.max_length,
-            "pad_token": p.text.tokenizer.id_to_token(p.text.pad_id)})
+        p.text.save(out, "PreTrainedTokenizerFast" if siglip else "CLIPTokenizer")
 
 
 for _name in ("clip", "siglip"):

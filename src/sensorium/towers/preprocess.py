@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -156,6 +156,7 @@ class TextTokenizer:
     max_length: int = 77
     pad_id: int = 0
     pad_to_max: bool = False  # SigLIP pads every text to max_length
+    special: dict[str, str] = field(default_factory=dict)  # bos_token, eos_token, pad_token, unk_token
 
     @classmethod
     def from_dir(cls, root: str | Path, max_length: int, pad_to_max: bool = False) -> "TextTokenizer":
@@ -172,7 +173,16 @@ class TextTokenizer:
         else:
             raise CheckpointError(f"{root}: no tokenizer files (tokenizer.json, or vocab.json + merges.txt)")
         cfg = read_json(root / "tokenizer_config.json") if (root / "tokenizer_config.json").is_file() else {}
-        return cls(tok, max_length, pad_id=_token_id(tok, cfg.get("pad_token"), 0), pad_to_max=pad_to_max)
+        special = {k: _content(cfg[k]) for k in ("bos_token", "eos_token", "pad_token", "unk_token") if cfg.get(k)}
+        return cls(tok, max_length, pad_id=_token_id(tok, special.get("pad_token"), 0), pad_to_max=pad_to_max,
+                   special=special)
+
+    def save(self, out: str | Path, tokenizer_class: str = "PreTrainedTokenizerFast") -> None:
+        """Write tokenizer.json and a tokenizer_config.json with the special tokens, for `transformers`."""
+        self.tokenizer.save(str(Path(out) / "tokenizer.json"))
+        special = {"pad_token": self.tokenizer.id_to_token(self.pad_id), **self.special}
+        cfg = {"tokenizer_class": tokenizer_class, "model_max_length": self.max_length, **special}
+        (Path(out) / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
     def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenize, truncate to max_length (keeping special tokens) and right-pad."""
@@ -187,9 +197,12 @@ class TextTokenizer:
         return ids, mask
 
 
-def _token_id(tok: Any, token: Any, default: int) -> int:
-    if isinstance(token, dict):  # older tokenizer_config.json stores AddedToken dicts
-        token = token.get("content")
+def _content(token: Any) -> str:
+    """Older tokenizer_config.json files store AddedToken dicts instead of strings."""
+    return token.get("content", "") if isinstance(token, dict) else str(token)
+
+
+def _token_id(tok: Any, token: str | None, default: int) -> int:
     found = tok.token_to_id(token) if token else None
     return default if found is None else found
 
