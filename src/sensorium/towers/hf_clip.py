@@ -107,7 +107,7 @@ def dual_config_to_hf(cfg: DualEncoderConfig) -> dict[str, Any]:
                 norm_after_pool=False)
     bad = [f"vision.{k}={getattr(v, k)!r}" for k, val in want.items() if getattr(v, k) != val]
     bad += [f"text.causal={t.causal}"] if t.causal == siglip else []
-    bad += [f"text.mask_padding={t.mask_padding}"] if t.mask_padding == siglip else []
+    bad += ["text.mask_padding=True"] if siglip and t.mask_padding else []  # causal CLIP: no effect on the pool
     bad += [f"text.pool={t.pool!r}"] if (t.pool == "last") != siglip else []
     bad += [f"text.proj_bias={t.proj_bias}"] if t.proj_bias != siglip else []
     bad += [f"vision.proj_dim={v.proj_dim}"] if (v.proj_dim is None) != siglip or v.proj_bias else []

@@ -48,7 +48,7 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {}
-_FAMILY_MODULES = ("hf_clip", "hf_llama", "hf_whisper")
+_FAMILY_MODULES = ("hf_clip", "hf_llama", "hf_whisper", "openclip")
 
 
 def register_family(family: Family) -> Family:
