@@ -43,3 +43,24 @@ def max_diff(name: str, a: torch.Tensor, b: torch.Tensor) -> float:
     diff = (a.detach().float() - b.detach().float()).abs().max().item()
     PARITY[name] = max(diff, PARITY.get(name, 0.0))
     return diff
+
+
+TINY_ENCODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+
+
+def make_hf_clip(root):
+    """A tiny random-weight HF CLIP directory (model, CLIP BPE tokenizer, PIL image processor)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    vocab, merges = clip_vocab()
+    torch.manual_seed(0)
+    eos, bos = vocab["<|endoftext|>"], vocab["<|startoftext|>"]
+    cfg = CLIPConfig(text_config=dict(**TINY_ENCODER, vocab_size=len(vocab), max_position_embeddings=16,
+                                      hidden_act="quick_gelu", eos_token_id=eos, bos_token_id=bos, pad_token_id=eos),
+                     vision_config=dict(**TINY_ENCODER, image_size=32, patch_size=8, hidden_act="quick_gelu"),
+                     projection_dim=16)
+    perturb(CLIPModel(cfg)).save_pretrained(root)
+    CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16).save_pretrained(root)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root)
+    return root

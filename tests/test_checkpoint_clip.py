@@ -8,29 +8,15 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from _reference import TEXTS, clip_vocab, max_diff, perturb, random_images  # noqa: E402
+from _reference import TEXTS, TINY_ENCODER, make_hf_clip, max_diff, perturb, random_images  # noqa: E402
 from sensorium.towers import export_pretrained, load_pretrained  # noqa: E402
 
 TOL = 1e-4
-ENC = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    root = tmp_path_factory.mktemp("hf-clip")
-    vocab, merges = clip_vocab()
-    torch.manual_seed(0)
-    cfg = CLIPConfig(text_config=dict(**ENC, vocab_size=len(vocab), max_position_embeddings=16, hidden_act="quick_gelu",
-                                      eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"],
-                                      pad_token_id=vocab["<|endoftext|>"]),
-                     vision_config=dict(**ENC, image_size=32, patch_size=8, hidden_act="quick_gelu"), projection_dim=16)
-    perturb(CLIPModel(cfg)).save_pretrained(root)
-    CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16).save_pretrained(root)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root)
-    return root
+    return make_hf_clip(tmp_path_factory.mktemp("hf-clip"))
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +35,8 @@ def siglip_dir(tmp_path_factory):
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="</s>", eos_token="</s>", unk_token="<unk>",
                             model_max_length=16).save_pretrained(root)
     torch.manual_seed(1)
-    cfg = SiglipConfig(text_config=dict(**ENC, vocab_size=len(words), max_position_embeddings=16, projection_size=32),
-                       vision_config=dict(**ENC, image_size=32, patch_size=8))
+    cfg = SiglipConfig(text_config=dict(**TINY_ENCODER, vocab_size=len(words), max_position_embeddings=16, projection_size=32),
+                       vision_config=dict(**TINY_ENCODER, image_size=32, patch_size=8))
     perturb(SiglipModel(cfg), seed=1).save_pretrained(root)
     SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(root)
     return root

@@ -165,4 +165,4 @@ def export_hf_dual(p: Pretrained, out: Path) -> None:
 
 for _name in ("clip", "siglip"):
     register_family(Family(_name, detect=lambda root, n=_name: hf_model_type(root) == n,
-                           load=load_hf_dual, export=export_hf_dual))
+                           load=load_hf_dual, export=export_hf_dual, model_class=DualEncoder))

@@ -98,4 +98,4 @@ def export_hf_llama(p: Pretrained, out: Path) -> None:
 
 
 register_family(Family("llama", detect=lambda root: hf_model_type(root) in MODEL_TYPES,
-                       load=load_hf_llama, export=export_hf_llama))
+                       load=load_hf_llama, export=export_hf_llama, model_class=LlamaLM))

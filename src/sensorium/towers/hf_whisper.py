@@ -81,4 +81,4 @@ def export_hf_whisper(p: Pretrained, out: Path) -> None:
 
 
 register_family(Family("whisper", detect=lambda root: hf_model_type(root) == "whisper",
-                       load=load_hf_whisper, export=export_hf_whisper))
+                       load=load_hf_whisper, export=export_hf_whisper, model_class=WhisperEncoder))

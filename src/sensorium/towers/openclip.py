@@ -197,4 +197,4 @@ def export_openclip(p: Pretrained, out: Path) -> None:
 
 
 register_family(Family("open_clip", detect=lambda root: (root / "open_clip_config.json").is_file(),
-                       load=load_openclip, export=export_openclip))
+                       load=load_openclip, export=export_openclip, model_class=DualEncoder))

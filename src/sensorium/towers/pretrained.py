@@ -45,6 +45,7 @@ class Family:
     detect: Callable[[Path], bool]
     load: Callable[[Path, bool], Pretrained]
     export: Callable[[Pretrained, Path], None] | None = None
+    model_class: type | None = None  # what `export` accepts
 
 
 FAMILIES: dict[str, Family] = {}
@@ -97,6 +98,10 @@ def export_pretrained(pretrained: Pretrained, out: str | Path, family: str | Non
     if name not in FAMILIES or FAMILIES[name].export is None:
         raise ValueError(f"no exporter for family {name!r}; exportable: "
                          f"{', '.join(n for n, f in FAMILIES.items() if f.export)}")
+    target = FAMILIES[name]
+    if target.model_class is not None and not isinstance(pretrained.model, target.model_class):
+        raise ValueError(f"cannot export a {pretrained.family} model ({type(pretrained.model).__name__}) "
+                         f"as {name}: that layout holds a {target.model_class.__name__}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     FAMILIES[name].export(pretrained, out)
