@@ -68,3 +68,15 @@ def test_wrong_input_length_is_a_clear_error(whisper_dir):
     model = load_pretrained(whisper_dir).model
     with pytest.raises(ValueError, match="expects log-mel"):
         model(torch.zeros(1, 16, 30))
+
+
+def test_whisper_tower_resamples_and_pools(whisper_dir):
+    from sensorium.modalities.audio import Waveform
+    from sensorium.towers import build_tower
+
+    tower = build_tower("hf-whisper", path=whisper_dir)
+    pretrained = load_pretrained(whisper_dir)
+    with torch.no_grad():
+        expected = pretrained.model(pretrained.audio(_waves())).mean(dim=1)
+    assert torch.allclose(tower.encode([Waveform(w, 16000) for w in _waves()]), expected, atol=1e-6)
+    assert tower.encode([Waveform(_waves()[0][::2].copy(), 8000)]).shape == (1, 32)  # resampled to 16 kHz
