@@ -84,7 +84,7 @@ def test_sharded_safetensors(tmp_path):
 def test_towers_from_checkpoint_directory(clip_dir):
     pretrained = load_pretrained(clip_dir)
     image_tower = build_tower("hf-clip", path=clip_dir, modality="image")
-    text_tower = build_tower("hf-clip", path=str(clip_dir), modality="text")
+    text_tower = build_tower(f"hf-clip-text:{clip_dir}")  # the name-only form configs use
     assert image_tower.dim == text_tower.dim == 16
     with torch.no_grad():
         expected_image = pretrained.model.encode_image(pretrained.image(random_images()))

@@ -86,3 +86,11 @@ def test_parity_generation_and_round_trip(llama_dir, tmp_path):
     _check(name, root, root)
     out = export_pretrained(pretrained, tmp_path / "export")
     _check(f"{name} exported", out, out)
+
+
+def test_input_embeddings_path_matches_ids(llama_dir):
+    """Vision-language decoders splice projected image tokens in through `embeds=`."""
+    model = load_pretrained(llama_dir[1]).model
+    ids = torch.tensor([[1, 7, 9, 11, 13]])
+    with torch.no_grad():
+        assert torch.equal(model(embeds=model.embed(ids)), model(ids))

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 # Modules exposing `register(commands: Commands)`.
 COMMAND_MODULES: tuple[str, ...] = (
-    "sensorium.towers.cli",
+    "sensorium.towers.checkpoint_cli",
 )
 
 

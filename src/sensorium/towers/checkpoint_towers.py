@@ -1,6 +1,7 @@
 """Towers backed by local checkpoint directories: `build_tower("hf-clip", path=..., modality="image")`
-uses one side of a HF CLIP / SigLIP or open_clip dual encoder, `build_tower("hf-whisper", path=...)` a
-Whisper encoder (mean over frames). Each brings the checkpoint's own preprocessing."""
+(or `"hf-clip-image:PATH"`, `"hf-clip-text:PATH"` in name-only configs) uses one side of a HF CLIP /
+SigLIP or open_clip dual encoder, `"hf-whisper:PATH"` a Whisper encoder (mean over frames). Each brings
+the checkpoint's own preprocessing."""
 
 from __future__ import annotations
 
@@ -81,6 +82,18 @@ class WhisperTower(Tower):
 def hf_clip_tower(path: str | Path, modality: str = "image", allow_pickle: bool = False) -> Tower:
     """One side of a CLIP / SigLIP / open_clip checkpoint directory."""
     return DualEncoderTower(load_pretrained(path, allow_pickle), modality)
+
+
+@register_tower("hf-clip-image")
+def hf_clip_image_tower(path: str | Path, allow_pickle: bool = False) -> Tower:
+    """The image side of a CLIP / SigLIP / open_clip checkpoint (`hf-clip-image:PATH` in configs)."""
+    return hf_clip_tower(path, "image", allow_pickle)
+
+
+@register_tower("hf-clip-text")
+def hf_clip_text_tower(path: str | Path, allow_pickle: bool = False) -> Tower:
+    """The text side of a CLIP / SigLIP / open_clip checkpoint (`hf-clip-text:PATH` in configs)."""
+    return hf_clip_tower(path, "text", allow_pickle)
 
 
 @register_tower("hf-whisper")
