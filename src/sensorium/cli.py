@@ -11,7 +11,13 @@ from typing import Callable, Sequence
 
 # Modules exposing `register(commands: Commands)`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "sensorium.data.cli",
+    "sensorium.towers.cli",
     "sensorium.towers.checkpoint_cli",
+    "sensorium.train.cli",
+    "sensorium.eval.cli",
+    "sensorium.index.cli",
+    "sensorium.quickstart",
 )
 
 

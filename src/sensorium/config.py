@@ -43,15 +43,21 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.path=value")
         path, text = item.split("=", 1)
-        node = data
-        keys = path.split(".")
+        node: Any = data
+        keys: list[Any] = [int(k) if k.isdigit() else k for k in path.split(".")]
         for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
+            child = node[key] if isinstance(node, list) and isinstance(key, int) and key < len(node) else (
+                node.get(key) if isinstance(node, dict) else None)
+            if not isinstance(child, (dict, list)):
                 raise ValueError(f"override {item!r}: {key!r} is not a config section")
-            node = node[key]
-        if keys[-1] not in node:
-            raise ValueError(f"override {item!r}: unknown key {keys[-1]!r}; expected some of {sorted(node)}")
-        node[keys[-1]] = _parse_value(text)
+            node = child
+        last = keys[-1]
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = _parse_value(text)
+            continue
+        if not isinstance(node, dict) or last not in node:
+            raise ValueError(f"override {item!r}: unknown key {last!r}; expected some of {sorted(node)}")
+        node[last] = _parse_value(text)
     return data
 
 

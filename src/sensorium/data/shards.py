@@ -82,8 +82,12 @@ def split_key(member_name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), ext.lower()
 
 
-def iter_raw(shard: Path) -> Iterator[dict[str, Any]]:
-    """Raw samples of one tar: `{"__key__", "__shard__", ext: bytes, ...}`, consecutive members grouped by key."""
+def iter_raw(shard: Path, skips: SkipLog | None = None) -> Iterator[dict[str, Any]]:
+    """Raw samples of one tar: `{"__key__", "__shard__", ext: bytes, ...}`, consecutive members grouped by key.
+
+    Without `skips`, a member path outside the shard root or a truncated tar raises ShardError. With a SkipLog,
+    the bad member is skipped (reason `unsafe_path`) and a truncated tar ends the shard after its last complete
+    sample (reason `truncated_shard`), both counted and logged with the shard named (or raising when strict)."""
     try:
         tar = tarfile.open(shard, "r|*")
     except (tarfile.TarError, OSError) as exc:
@@ -96,7 +100,10 @@ def iter_raw(shard: Path) -> Iterator[dict[str, Any]]:
                     continue
                 name = info.name
                 if name.startswith("/") or ".." in Path(name).parts:
-                    raise ShardError(f"{shard}: member {name!r} points outside the shard root")
+                    if skips is None:
+                        raise ShardError(f"{shard}: member {name!r} points outside the shard root")
+                    skips.skip("unsafe_path", f"{shard}:{name}", "member path points outside the shard root")
+                    continue
                 key, ext = split_key(name)
                 if not ext:
                     continue
@@ -107,10 +114,30 @@ def iter_raw(shard: Path) -> Iterator[dict[str, Any]]:
                         yield current
                     current = {"__key__": key, "__shard__": str(shard)}
                 current[ext] = data
-        except tarfile.TarError as exc:
-            raise ShardError(f"{shard}: truncated or corrupt tar ({exc})") from None
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            if skips is None:
+                raise ShardError(f"{shard}: truncated or corrupt tar ({exc})") from None
+            where = f"{shard}:{current['__key__']}" if current else str(shard)
+            skips.skip("truncated_shard", where, f"truncated or corrupt tar, rest of shard dropped ({exc})")
+            return
+        if _lacks_end_marker(shard, tar.offset):
+            # Cut exactly at a member boundary: tarfile stops quietly, but the last sample may be incomplete.
+            message = f"{shard}: truncated tar (no end-of-archive marker after byte {tar.offset})"
+            if skips is None:
+                raise ShardError(message)
+            skips.skip("truncated_shard", f"{shard}:{current['__key__'] if current else ''}", message)
+            return
     if current is not None:
         yield current
+
+
+def _lacks_end_marker(shard: Path, offset: int) -> bool:
+    """True when a regular tar file ends before the two zero blocks every tar writer appends."""
+    try:
+        size = os.stat(shard).st_size
+    except OSError:
+        return False
+    return Path(shard).is_file() and size - offset < 2 * tarfile.BLOCKSIZE
 
 
 def decode_sample(raw: dict[str, Any], skips: SkipLog | None = None, want: Iterable[str] | None = None) -> dict[str, Any] | None:
@@ -129,7 +156,7 @@ def decode_sample(raw: dict[str, Any], skips: SkipLog | None = None, want: Itera
             except ValueError as exc:
                 skips.skip("bad_json", where, f".json member is not JSON ({exc})")
             continue
-        modality = modalities.for_extension(ext.rsplit(".", 1)[-1])
+        modality = modalities.for_extension(ext)  # full multi-part ext first (x.depth.png), then shorter suffixes
         if modality is None or (wanted is not None and modality.name not in wanted):
             continue
         if modality.name in out:
@@ -145,36 +172,46 @@ def iter_samples(spec: Any, *, want: Iterable[str] | None = None, skips: SkipLog
     """Decoded samples from shards, in shard order. `want` limits decoding to those modalities."""
     skips = skips or SkipLog()
     for shard in expand_shards(spec):
-        for raw in iter_raw(shard):
+        for raw in iter_raw(shard, skips):
             sample = decode_sample(raw, skips, want)
             if sample is not None:
                 yield sample
 
 
+def encode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """A sample (`{"__key__", modality: value | bytes, "json": dict}`) as tar members `{ext: bytes}` through the
+    registry; bytes values are taken as already encoded, named by their extension. Safe to run in worker processes."""
+    record: dict[str, Any] = {"__key__": sample["__key__"]}
+    for name, value in sample.items():
+        if name.startswith("__") or value is None:
+            continue
+        if isinstance(value, (bytes, bytearray)):
+            record[name] = bytes(value)
+        elif name == "json":
+            record["json"] = json.dumps(value, sort_keys=True).encode("utf-8")
+        else:
+            ext, data = modalities.get(name).encode(value)
+            record[ext] = data
+    return record
+
+
 class ShardWriter:
-    """Write samples (`{"__key__": str, modality: value, "json": dict}`) into numbered tar shards via webdataset."""
+    """Write samples (`{"__key__": str, modality: value, "json": dict}`) into numbered tar shards via webdataset.
+
+    Tar headers are fixed (mtime 0, owner `sensorium`, mode 0444), so the same samples give byte-identical
+    shards on every run and machine."""
 
     def __init__(self, out_dir: str | os.PathLike, prefix: str = "shard", max_count: int = 1000):
         import webdataset as wds
 
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._writer = wds.ShardWriter(str(self.out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, verbose=0)
+        self._writer = wds.ShardWriter(str(self.out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, verbose=0,
+                                       mtime=0.0, user="sensorium", group="sensorium", mode=0o444)
         self.count = 0
 
     def write(self, sample: dict[str, Any]) -> None:
-        record: dict[str, Any] = {"__key__": sample["__key__"]}
-        for name, value in sample.items():
-            if name.startswith("__") or value is None:
-                continue
-            if name == "json":
-                record["json"] = json.dumps(value, sort_keys=True).encode("utf-8")
-            elif isinstance(value, (bytes, bytearray)):
-                record[name] = bytes(value)  # already-encoded member, name is its extension
-            else:
-                ext, data = modalities.get(name).encode(value)
-                record[ext] = data
-        self._writer.write(record)
+        self._writer.write(encode_sample(sample))
         self.count += 1
 
     def close(self) -> None:

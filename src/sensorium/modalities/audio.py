@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +29,17 @@ def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.nd
     """High-quality resampling with soxr (no-op when the rates match)."""
     if rate == target:
         return samples.astype(np.float32, copy=False)
-    import soxr
+    try:
+        import soxr
 
-    return soxr.resample(samples.astype(np.float32), rate, target).astype(np.float32)
+        return soxr.resample(samples.astype(np.float32), rate, target).astype(np.float32)
+    except ImportError:  # e.g. on a GPU image without soxr: scipy's polyphase filter is nearly as good
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(rate, target)
+        return resample_poly(samples.astype(np.float32), target // g, rate // g).astype(np.float32)
 
 
 def _decode(data: bytes, ext: str) -> Waveform:
@@ -54,5 +63,19 @@ def _encode(value: Waveform) -> tuple[str, bytes]:
     return "wav", buf.getvalue()
 
 
+def _to_tensor(value: Waveform) -> Any:
+    """Waveform -> float32 tensor [N] (batches pad to the longest and report `lengths`)."""
+    import torch
+
+    return torch.from_numpy(np.asarray(value.samples, dtype=np.float32).copy())
+
+
+def _preview(value: Waveform) -> Any:
+    """The waveform drawn as a line (min/max envelope), for contact sheets."""
+    from .timeseries import line_plot
+
+    return line_plot(np.asarray(value.samples, dtype=np.float32)[:, None], width=160, height=64)
+
+
 AUDIO = register(Modality("audio", ("wav", "flac", "ogg", "mp3"), _decode, _encode, default_tower="speech-minilm",
-                          description="speech and sound, mono 16 kHz"))
+                          description="speech and sound, mono 16 kHz", to_tensor=_to_tensor, preview=_preview))

@@ -17,7 +17,11 @@ class Modality:
 
     `decode(data, ext)` turns the bytes of a file/shard member into a value (str, PIL image, waveform...);
     `encode(value)` returns `(ext, bytes)` for writing. `default_tower` names the packaged encoder used
-    when a recipe does not say otherwise.
+    when a recipe does not say otherwise. `to_tensor(value)` (optional) gives the tensor that batches stack
+    (values without it are batched as lists); `preview(value)` (optional) draws a small PIL image for contact
+    sheets. Extensions may have several parts (`depth.png`): the longest registered suffix of a member's
+    extension wins, so `x.depth.png` is depth while `x.png` stays an image.
+    `metadata["inline"]` marks modalities whose value may sit inside a manifest cell instead of a file.
     """
 
     name: str
@@ -26,6 +30,8 @@ class Modality:
     encode: Callable[[Any], tuple[str, bytes]]
     default_tower: str | None = None
     description: str = ""
+    to_tensor: Callable[[Any], Any] | None = None
+    preview: Callable[[Any], Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,11 +66,14 @@ def names() -> list[str]:
 
 
 def for_extension(ext: str) -> Modality | None:
-    """The modality whose files end in `ext` (without dot, case-insensitive), or None."""
-    ext = ext.lower().lstrip(".")
-    for modality in _REGISTRY.values():
-        if ext in modality.extensions:
-            return modality
+    """The modality claiming `ext` (without dot, case-insensitive), trying the full multi-part extension first
+    and then ever shorter suffixes (`a.depth.png` -> `depth.png` -> `png`), or None."""
+    parts = ext.lower().lstrip(".").split(".")
+    for start in range(len(parts)):
+        suffix = ".".join(parts[start:])
+        for modality in _REGISTRY.values():
+            if suffix in modality.extensions:
+                return modality
     return None
 
 

@@ -10,7 +10,12 @@ from .checkpoint import CheckpointError
 from .pretrained import Pretrained, detect_family, export_pretrained, load_pretrained
 
 # Modules whose import registers towers. Each file registers its own names.
-_BUILTIN_MODULES: list[str] = ["checkpoint_towers"]
+_BUILTIN_MODULES: list[str] = [
+    "bert",
+    "checkpoint_towers",
+    "efficientnet",
+    "speech",
+]
 for _module in _BUILTIN_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 BUILTIN = tuple(_BUILTIN_MODULES)

@@ -4,6 +4,7 @@ tensors, `forward` maps them to one feature vector per sample. A registry builds
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any, Callable, Sequence
 
 import torch
@@ -20,6 +21,14 @@ def require(module: str, install: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependency(f"{module} is not installed ({exc}); install it with: {install}") from None
+
+
+def package_version(distribution: str) -> str:
+    """Installed version of a pip distribution, recorded so a run says exactly which weights it used."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class Tower(nn.Module):

@@ -1,0 +1,158 @@
+"""Progressive alignment (the composer path): frozen towers' cached features, per-modality projection heads,
+trained in stages. Stage 1 aligns image and text; stage 2 aligns speech onto the frozen image-text space.
+A stage trains only its own heads; heads of earlier stages are frozen anchors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import save_config
+from ..data.batches import FeatureBatches
+from ..data.features import FeatureSet, cached_features
+from ..models.aligned import AlignedConfig, AlignedModel, HeadConfig
+from ..objectives import LOSSES
+from ..towers import build_tower
+from .trainer import TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageConfig:
+    """One alignment stage: which heads it trains, which modality pairs its loss uses, and how long."""
+
+    name: str = "image-text"
+    train_heads: list[str] = field(default_factory=lambda: ["image", "text"])
+    pairs: list[list[str]] = field(default_factory=lambda: [["image", "text"]])
+    loss: str = "clip"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class HeadsConfig:
+    """Shape of the projection heads and the shared space."""
+
+    dim: int = 512
+    hidden: int = 1024
+    dropout: float = 0.2
+
+
+@dataclass
+class AlignConfig:
+    """A whole alignment recipe: data (a folder with train/ val/ test/ shards), towers per modality, stages."""
+
+    data: str = "data/clipart"
+    towers: dict[str, str] = field(default_factory=lambda: {"image": "efficientnet-lite0", "text": "minilm-l6",
+                                                            "audio": "speech-minilm"})
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    stages: list[StageConfig] = field(default_factory=lambda: [
+        StageConfig("image-text", ["image", "text"], [["image", "text"]], "clip", TrainConfig()),
+        StageConfig("speech", ["audio"], [["audio", "text"], ["audio", "image"]], "clip", TrainConfig()),
+    ])
+    device: str = "cpu"
+    feature_batch_size: int = 64
+    strict: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AlignConfig":
+        data = dict(data)
+        if "heads" in data:
+            data["heads"] = HeadsConfig(**data["heads"])
+        if "stages" in data:
+            data["stages"] = [StageConfig(**{**s, "train": TrainConfig(**s.get("train", {}))}) for s in data["stages"]]
+        unknown = set(data) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"unknown align config key(s): {sorted(unknown)}")
+        return cls(**data)
+
+
+def split_path(config: AlignConfig, split: str) -> Path:
+    path = Path(config.data) / split
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: split not found; build the data first (sensorium data build clipart)")
+    return path
+
+
+def load_features(config: AlignConfig, split: str, cache_dir: Path, progress: bool = True) -> FeatureSet:
+    """Cached tower features of one split for every modality in the recipe."""
+    towers = {m: build_tower(name) for m, name in config.towers.items()}
+    return cached_features(split_path(config, split), towers, cache_dir, device=config.device,
+                           batch_size=config.feature_batch_size, strict=config.strict, progress=progress)
+
+
+def val_recall(model: AlignedModel, val: FeatureSet, pairs: list[list[str]]) -> dict[str, float]:
+    """Mean R@1/R@10 (both directions) on validation features for the stage's pairs."""
+    from ..eval.retrieval import ranks
+
+    out: dict[str, float] = {}
+    groups = val.groups()
+    for a, b in pairs:
+        mask = val.present[a] & val.present[b]
+        ea, eb = model.embed(a, val.features[a][mask]), model.embed(b, val.features[b][mask])
+        g = groups[mask]
+        for name, q, k in ((f"{a}->{b}", ea, eb), (f"{b}->{a}", eb, ea)):
+            r = ranks(q, k, g, g)
+            out[f"{name}/R@1"] = round(100 * (r <= 1).float().mean().item(), 2)
+            out[f"{name}/R@10"] = round(100 * (r <= 10).float().mean().item(), 2)
+    return out
+
+
+def train_stage(model: AlignedModel, stage: StageConfig, train: FeatureSet, val: FeatureSet | None,
+                run_dir: Path, seed: int, device: str, progress: bool = True) -> list[dict[str, Any]]:
+    """Train the stage's heads (others frozen) on its pairs; resumes from the stage's latest checkpoint."""
+    for name in stage.train_heads:
+        if name not in model.heads:
+            raise ValueError(f"stage {stage.name!r} trains head {name!r} but the model has {model.modalities}")
+    for m, head in model.heads.items():
+        head.requires_grad_(m in stage.train_heads)
+    loss_fn = LOSSES[stage.loss]()
+    params = [p for m in stage.train_heads for p in model.heads[m].parameters()] + [model.logit_scale, model.logit_bias]
+    involved = sorted({m for pair in stage.pairs for m in pair})
+    torch.manual_seed(seed)
+    batches = FeatureBatches(train, involved, stage.train.batch_size, seed=seed, device=device)
+
+    def step_fn(model: AlignedModel, batch: dict) -> tuple[torch.Tensor, dict]:
+        emb = {m: model.embed(m, batch[m]) for m in involved}
+        losses = {}
+        for a, b in stage.pairs:
+            mask = batch["present"][a] & batch["present"][b]
+            extra = (model.logit_bias,) if stage.loss == "siglip" else ()
+            losses[f"{a}-{b}"] = loss_fn(emb[a], emb[b], model.logit_scale, *extra, mask=mask, groups=batch["groups"])
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)  # temperature >= 0.01, as in CLIP
+        return sum(losses.values()) / len(losses), {f"loss/{k}": v.item() for k, v in losses.items()}
+
+    evaluate = (lambda m: val_recall(m.cpu() if device == "cpu" else m, val, stage.pairs)) if val is not None else None
+    trainer = Trainer(model, stage.train, run_dir, name=stage.name, params=params, progress=progress)
+    trainer.resume()
+    history = trainer.fit(batches, step_fn, evaluate)
+    for head in model.heads.values():
+        head.requires_grad_(True)
+    return history
+
+
+def run_alignment(config: AlignConfig, run_dir: str | Path, progress: bool = True) -> AlignedModel:
+    """Cache features, train every stage in order, save the model after each stage into `run_dir`/model."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "align.yaml")
+    cache = run_dir / "cache"
+    train = load_features(config, "train", cache, progress)
+    val = load_features(config, "val", cache, progress)
+    heads = {m: HeadConfig(train.features[m].shape[1], config.heads.hidden, config.heads.dropout)
+             for m in config.towers}
+    model = AlignedModel(AlignedConfig(dim=config.heads.dim, heads=heads, towers=dict(config.towers)))
+    towers_info = {m: build_tower(t).describe() for m, t in config.towers.items()}
+    (run_dir / "towers.json").write_text(json.dumps(towers_info, indent=2, default=str))
+    for stage in config.stages:
+        train_stage(model, stage, train, val, run_dir, config.seed, config.device, progress)
+        model.save(run_dir / "model")
+        (run_dir / "stages_done.json").write_text(json.dumps([s.name for s in config.stages[: config.stages.index(stage) + 1]]))
+    return model
