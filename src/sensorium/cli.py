@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.data.cli",
     "sensorium.towers.cli",
+    "sensorium.towers.checkpoint_cli",
     "sensorium.train.cli",
     "sensorium.eval.cli",
     "sensorium.index.cli",

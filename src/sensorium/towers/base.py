@@ -85,8 +85,11 @@ def register_tower(name: str) -> Callable[[Callable[..., Tower]], Callable[..., 
 
 
 def build_tower(name: str, **kwargs: Any) -> Tower:
-    """Instantiate a registered tower by name."""
+    """Instantiate a registered tower by name; `NAME:PATH` (e.g. `hf-clip-image:ckpt/clip-b32`) passes
+    `path=PATH` to a checkpoint tower, so name-only configs can point at a local checkpoint."""
     _load_builtin()
+    if name not in _TOWERS and ":" in name:
+        name, _, kwargs["path"] = name.partition(":")
     if name not in _TOWERS:
         raise KeyError(f"unknown tower {name!r}; registered: {', '.join(sorted(_TOWERS))}")
     return _TOWERS[name](**kwargs)
