@@ -40,11 +40,14 @@ def _train_features(run_dir: Path, model: AlignedModel, progress: bool) -> Featu
     recipe = run_dir / "align.yaml"
     if not recipe.exists():
         return None
-    data = Path(yaml.safe_load(recipe.read_text())["data"]) / "train"
+    from ..train.align import AlignConfig, feature_cache
+
+    config = AlignConfig.from_dict(yaml.safe_load(recipe.read_text()))
+    data = Path(config.data) / "train"
     if not data.exists():
         log.warning("baselines skipped: the run's training data %s is gone", data)
         return None
-    return run_features(model, data, run_dir / "cache", progress=progress)
+    return run_features(model, data, feature_cache(config), progress=progress)
 
 
 @torch.no_grad()

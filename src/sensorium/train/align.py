@@ -30,8 +30,12 @@ class StageConfig:
     name: str = "image-text"
     train_heads: list[str] = field(default_factory=lambda: ["image", "text"])
     pairs: list[list[str]] = field(default_factory=lambda: [["image", "text"]])
-    loss: str = "clip"
-    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: str = "siglip"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, weight_decay=0.2, eval_every=100,
+                                                                   ckpt_every=100))
+    # Start a new head as a copy of an aligned one when their towers share a feature space (the speech tower is
+    # distilled into the text tower's space, so {"audio": "text"}); skipped when the shapes differ.
+    init_from: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,7 +44,7 @@ class HeadsConfig:
 
     dim: int = 512
     hidden: int = 1024
-    dropout: float = 0.2
+    dropout: float = 0.5
 
 
 @dataclass
@@ -52,9 +56,10 @@ class AlignConfig:
                                                             "audio": "speech-minilm"})
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [
-        StageConfig("image-text", ["image", "text"], [["image", "text"]], "clip", TrainConfig()),
-        StageConfig("speech", ["audio"], [["audio", "text"], ["audio", "image"]], "clip", TrainConfig()),
+        StageConfig("image-text", ["image", "text"], [["image", "text"]]),
+        StageConfig("speech", ["audio"], [["audio", "text"], ["audio", "image"]], init_from={"audio": "text"}),
     ])
+    cache_dir: str = ""  # where tower features are cached; "" = <data>/.features (shared by runs on that data)
     device: str = "cpu"
     feature_batch_size: int = 64
     strict: bool = False
@@ -78,6 +83,11 @@ def split_path(config: AlignConfig, split: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: split not found; build the data first (sensorium data build clipart)")
     return path
+
+
+def feature_cache(config: AlignConfig) -> Path:
+    """The recipe's feature cache folder (shared by every run on the same data, keyed by shards and tower)."""
+    return Path(config.cache_dir) if config.cache_dir else Path(config.data) / ".features"
 
 
 def load_features(config: AlignConfig, split: str, cache_dir: Path, progress: bool = True) -> FeatureSet:
@@ -104,12 +114,24 @@ def val_recall(model: AlignedModel, val: FeatureSet, pairs: list[list[str]]) -> 
     return out
 
 
+def _copy_head(model: AlignedModel, target: str, source: str) -> None:
+    """Initialise head `target` from head `source` if their shapes match (else keep the random init)."""
+    src, dst = model.heads[source].state_dict(), model.heads[target].state_dict()
+    if any(src[k].shape != dst[k].shape for k in dst):
+        log.info("init_from %s<-%s skipped: the towers' feature sizes differ", target, source)
+        return
+    model.heads[target].load_state_dict(src)
+    log.info("head %s initialised from the aligned %s head", target, source)
+
+
 def train_stage(model: AlignedModel, stage: StageConfig, train: FeatureSet, val: FeatureSet | None,
                 run_dir: Path, seed: int, device: str, progress: bool = True) -> list[dict[str, Any]]:
     """Train the stage's heads (others frozen) on its pairs; resumes from the stage's latest checkpoint."""
     for name in stage.train_heads:
         if name not in model.heads:
             raise ValueError(f"stage {stage.name!r} trains head {name!r} but the model has {model.modalities}")
+    for new_head, source in stage.init_from.items():
+        _copy_head(model, new_head, source)
     for m, head in model.heads.items():
         head.requires_grad_(m in stage.train_heads)
     loss_fn = LOSSES[stage.loss]()
@@ -143,7 +165,7 @@ def run_alignment(config: AlignConfig, run_dir: str | Path, progress: bool = Tru
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "align.yaml")
-    cache = run_dir / "cache"
+    cache = feature_cache(config)
     train = load_features(config, "train", cache, progress)
     val = load_features(config, "val", cache, progress)
     heads = {m: HeadConfig(train.features[m].shape[1], config.heads.hidden, config.heads.dropout)
