@@ -16,8 +16,9 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def build_classify_folder(test_dir: Path, out: Path, min_per_class: int = 5) -> Path:
-    """Test images sorted into one folder per top-level clipart category (the zero-shot task)."""
+def build_classify_folder(test_dir: Path, out: Path, min_per_class: int = 5) -> Path | None:
+    """Test images sorted into one folder per top-level clipart category with at least `min_per_class` images
+    (the zero-shot task); None when fewer than two categories qualify (tiny smoke runs)."""
     from .data.shards import expand_shards, iter_raw
 
     by_class: dict[str, list[tuple[str, bytes]]] = {}
@@ -28,9 +29,10 @@ def build_classify_folder(test_dir: Path, out: Path, min_per_class: int = 5) -> 
             category = json.loads(raw["json"]).get("category", "").split("/")[0]
             if category:
                 by_class.setdefault(category, []).append((raw["__key__"], raw["png"]))
-    for category, rows in by_class.items():
-        if len(rows) < min_per_class:
-            continue
+    kept = {c: rows for c, rows in by_class.items() if len(rows) >= min_per_class}
+    if len(kept) < 2:
+        return None
+    for category, rows in kept.items():
         folder = out / category
         folder.mkdir(parents=True, exist_ok=True)
         for key, png in rows:
@@ -74,7 +76,7 @@ def run_quickstart(run_dir: str | Path = "runs/quickstart", data: str | Path = "
                    config_path: str | None = None, overrides: list[str] | None = None, limit: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Everything the README's main command does; returns the report (also written to RUN/report.json)."""
-    from .data.builders.clipart import ClipartConfig, build
+    from .data.builders.clipart import BUILDER_VERSION, ClipartConfig, build
     from .eval.harness import evaluate, format_table, zero_shot
     from .eval.plots import hit_grid, loss_curve
     from .train.align import run_alignment
@@ -83,9 +85,12 @@ def run_quickstart(run_dir: str | Path = "runs/quickstart", data: str | Path = "
     start = time.time()
     run_dir, data = Path(run_dir), Path(data)
     timings: dict[str, float] = {}
-    if not (data / "report.json").exists():
+    built = json.loads((data / "report.json").read_text()) if (data / "report.json").exists() else {}
+    if built.get("builder_version") != BUILDER_VERSION or (limit is not None and built.get("config", {}).get("limit") != limit):
         print(f"[1/5] building openclipart shards into {data}")
         build(ClipartConfig(out=str(data), limit=limit), progress=progress)
+    else:
+        print(f"[1/5] using the openclipart shards in {data} ({built['written']} samples)")
     timings["data_s"] = round(time.time() - start, 1)
     config = load_align_config(config_path, [f"data={data}", *(overrides or [])])
     print("[2/5] caching tower features and aligning (image-text, then speech)")
@@ -96,7 +101,8 @@ def run_quickstart(run_dir: str | Path = "runs/quickstart", data: str | Path = "
     t0 = time.time()
     report = evaluate(run_dir, data / "test", progress=progress)
     classify_dir = build_classify_folder(data / "test", run_dir / "classify")
-    report["classification"] = zero_shot(run_dir, classify_dir)["classification"]
+    if classify_dir is not None:
+        report["classification"] = zero_shot(run_dir, classify_dir)["classification"]
     timings["eval_s"] = round(time.time() - t0, 1)
     print("[4/5] drawing the loss curve and retrieval grids")
     pictures = {"loss_curve": str(loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png"))}
@@ -109,9 +115,10 @@ def run_quickstart(run_dir: str | Path = "runs/quickstart", data: str | Path = "
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     print("[5/5] report:", run_dir / "report.json")
     print(format_table(report))
-    c = report["classification"]
-    print(f"zero-shot categories ({c['classes']} classes, n={c['n']}): top-1 {c['top1']:.1f}%, top-5 {c['top5']:.1f}% "
-          f"(chance {c['chance_top1']:.1f}% / {c['chance_top5']:.1f}%)")
+    c = report.get("classification")
+    if c:
+        print(f"zero-shot categories ({c['classes']} classes, n={c['n']}): top-1 {c['top1']:.1f}%, top-5 {c['top5']:.1f}% "
+              f"(chance {c['chance_top1']:.1f}% / {c['chance_top5']:.1f}%)")
     print(f"total {timings['total_s']:.0f}s")
     return report
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: names from 'Clipart by X - name' titles, digits stripped from file-name words
 DEFAULT_SOURCE = Path("/usr/share/openclipart/svg")
 SPLITS = {"train": 80, "val": 10, "test": 10}
 
@@ -255,6 +255,9 @@ def build(config: ClipartConfig, progress: bool = True) -> dict[str, Any]:
     start = time.time()
     records, skipped = plan(config)
     out = Path(config.out)
+    for split in SPLITS:  # a rebuild replaces the old shards (their number may differ)
+        for old in (out / split).glob("clipart-*.tar"):
+            old.unlink()
     writers = {s: ShardWriter(out / s, prefix=f"clipart-{s}", max_count=config.shard_size) for s in SPLITS}
     counts: Counter = Counter()
     failures: list[str] = []
