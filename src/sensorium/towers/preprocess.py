@@ -227,10 +227,14 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return hz
 
 
-def mel_filters(n_fft: int, n_mels: int, sampling_rate: int, f_max: float = 8000.0) -> np.ndarray:
-    """Slaney-normalized triangular mel filters [n_fft // 2 + 1, n_mels] (as librosa and Whisper)."""
+def mel_filters(n_fft: int, n_mels: int, sampling_rate: int, f_max: float = 8000.0, f_min: float = 0.0,
+                htk: bool = False) -> np.ndarray:
+    """Slaney-normalized triangular mel filters [n_fft // 2 + 1, n_mels] on the Slaney mel scale (as librosa and
+    Whisper) or, with `htk=True`, the HTK scale 2595 log10(1 + f/700) (Sensorium's own speech tower)."""
+    to_mel = (lambda f: 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)) if htk else _hz_to_mel
+    to_hz = (lambda m: 700.0 * (10 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)) if htk else _mel_to_hz
     fft_freqs = np.linspace(0, sampling_rate // 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([f_max]))[0], n_mels + 2))
+    edges = to_hz(np.linspace(to_mel(np.array([f_min]))[0], to_mel(np.array([f_max]))[0], n_mels + 2))
     diff = np.diff(edges)
     slopes = edges[None, :] - fft_freqs[:, None]
     down, up = -slopes[:, :-2] / diff[:-1], slopes[:, 2:] / diff[1:]

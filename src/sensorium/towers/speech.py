@@ -35,18 +35,10 @@ class MelConfig:
 
 def mel_filterbank(config: MelConfig) -> torch.Tensor:
     """Triangular HTK-mel filters [n_mels, n_fft//2+1], area-normalised (Slaney style)."""
-    def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
-        return 2595.0 * torch.log10(1.0 + f / 700.0)
+    from .preprocess import mel_filters
 
-    def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
-        return 700.0 * (10 ** (m / 2595.0) - 1.0)
-
-    freqs = torch.linspace(0, config.sample_rate / 2, config.n_fft // 2 + 1, dtype=torch.float64)
-    edges = mel_to_hz(torch.linspace(hz_to_mel(torch.tensor(config.fmin)), hz_to_mel(torch.tensor(config.fmax)),
-                                     config.n_mels + 2, dtype=torch.float64))
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    weights = torch.clamp(torch.minimum((freqs - lower) / (centre - lower), (upper - freqs) / (upper - centre)), min=0)
-    return (weights * (2.0 / (upper - lower))).float()
+    return torch.from_numpy(mel_filters(config.n_fft, config.n_mels, config.sample_rate, config.fmax, config.fmin,
+                                        htk=True).T.copy()).float()
 
 
 class LogMel(nn.Module):
