@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import torch
 
 IGNORE = -100  # label of positions that carry no loss (prompt, media, padding)
 PAD = "<pad>"
@@ -231,3 +232,15 @@ class ChatTokenizer:
         template = ChatTemplate(**json.loads((directory / "template.json").read_text())) \
             if (directory / "template.json").is_file() else ChatTemplate()
         return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), template)
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int, align: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Lists of ids -> [N, L] tensor padded with `value` on the right or left, and a mask (True = real)."""
+    length = max((len(r) for r in rows), default=1)
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        span = slice(0, len(r)) if align == "right" else slice(length - len(r), length)
+        out[i, span] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, span] = True
+    return out, mask

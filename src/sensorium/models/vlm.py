@@ -8,7 +8,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,8 @@ from torch import nn
 from ..nn.projector import ProjectorConfig, build_projector
 from ..towers.base import Tower, build_tower, to_device
 from .llama import LlamaConfig, LlamaLM
-from .template import IGNORE, ChatTokenizer
+from .generation import GenerationConfig, Generated, generate_from_embeds, stream_tokens
+from .template import IGNORE, ChatTokenizer, Encoded, pad_rows, placeholder
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,69 @@ class VisionLanguageModel(nn.Module):
         loss = F.cross_entropy(logits, target[keep])
         acc = (logits.argmax(-1) == target[keep]).float().mean()
         return loss, {"token_acc": float(acc), "tokens": n}
+
+    def media_inputs(self, encoded: Sequence[Encoded], media: Sequence[dict[str, list[Any]]]) -> dict[str, Any]:
+        """Per-conversation raw media values ({modality: [values in placeholder order]}) -> batched tower inputs;
+        a conversation whose placeholders and media disagree in number is an error naming it."""
+        if len(media) != len(encoded):
+            raise ValueError(f"{len(encoded)} conversations but media for {len(media)}")
+        flat: dict[str, list[Any]] = {}
+        for i, (enc, items) in enumerate(zip(encoded, media)):
+            for m in sorted(set(enc.media) | set(items)):
+                want, got = enc.media.count(m), len(items.get(m, []))
+                if want != got:
+                    raise ValueError(f"conversation {i}: {want} {placeholder(m)} placeholder(s) but {got} {m} "
+                                     "item(s) given")
+                flat.setdefault(m, []).extend(items.get(m, []))
+        out = {}
+        for m, values in flat.items():
+            if m not in self.towers:
+                raise ValueError(f"the model reads {', '.join(self.towers)}, not {m}")
+            out[m] = self.towers[m].prepare(values)
+        return out
+
+    def _prompt(self, conversations: Sequence[Sequence[dict[str, str]]], media: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tokenizer is None:
+            raise ValueError("the model has no tokenizer")
+        encoded = self.tokenizer.encode_batch(conversations, generation=True)
+        inputs = media if isinstance(media, dict) else self.media_inputs(encoded, media or [{} for _ in encoded])
+        ids, padding = pad_rows([e.ids for e in encoded], self.tokenizer.pad_id, align="left")
+        embeds, padding, _ = self.splice(ids.to(self.device), padding.to(self.device), inputs, align="left")
+        return embeds, padding
+
+    @torch.inference_mode()
+    def generate(self, conversations: Sequence[Sequence[dict[str, str]]], media: Any = None,
+                 config: GenerationConfig | None = None) -> list[Generated]:
+        """Continue each conversation with an assistant turn. `media`: per conversation {modality: [values]}
+        (decoded images, waveforms), or one dict of batched tower inputs / TowerTokens for all of them."""
+        embeds, padding = self._prompt(conversations, media)
+        return generate_from_embeds(self.lm, embeds, padding, config or GenerationConfig(),
+                                    decode=self.tokenizer.decode, extra_eos=self.tokenizer.stop_ids)
+
+    def stream(self, conversation: Sequence[dict[str, str]], media: dict[str, list[Any]] | None = None,
+               config: GenerationConfig | None = None) -> Iterator[str]:
+        """Yield the answer to one conversation piece by piece as it is decoded (stop strings never shown)."""
+        config = config or GenerationConfig()
+        embeds, padding = self._prompt([conversation], [media or {}])
+        hold = max((len(s) for s in config.stop), default=1) - 1
+        shown = 0
+        rows = None
+        for _, rows in stream_tokens(self.lm, embeds, padding, config, self.tokenizer.decode, self.tokenizer.stop_ids):
+            text = rows.results()[0].text
+            safe = len(text) if rows.done[0] else max(shown, len(text) - hold)
+            if text[shown:safe] and not text[shown:safe].endswith("\ufffd"):
+                yield text[shown:safe]
+                shown = safe
+        if rows is not None and rows.results()[0].text[shown:]:
+            yield rows.results()[0].text[shown:]
+
+    def chat(self, text: str, config: GenerationConfig | None = None, **media: Any) -> str:
+        """One question about some media: `model.chat("What is this?", image=pil_image)`; a value may also be
+        a list of several items. Placeholders are put before the text unless the text already holds them."""
+        items = {m: v if isinstance(v, list) else [v] for m, v in media.items() if v is not None}
+        if not any(placeholder(m) in text for m in items):
+            text = "".join(placeholder(m) * len(v) for m, v in items.items()) + ("\n" if items else "") + text
+        return self.generate([[{"role": "user", "content": text}]], [items], config)[0].text
 
     def save(self, directory: str | Path) -> Path:
         """config.json + model.safetensors (frozen towers left out: they rebuild from the registry) + tokenizer."""
