@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.eval.cli",
     "sensorium.index.cli",
     "sensorium.quickstart",
+    "sensorium.models.vlm_cli",
 )
 
 

@@ -295,10 +295,13 @@ class VisionLanguageModel(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VisionLanguageModel":
-        """A model saved by `save` (strict: missing or unexpected tensors are an error naming them)."""
+        """A model saved by `save`, or the `model/` of a run directory (strict: missing or unexpected tensors are
+        an error naming them)."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
+        if not (directory / "config.json").is_file() and (directory / "model" / "config.json").is_file():
+            directory = directory / "model"
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory}: no config.json; expected a model saved by `sensorium vlm train`")
         raw = json.loads((directory / "config.json").read_text())
