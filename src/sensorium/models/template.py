@@ -88,6 +88,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, template: ChatTemplat
     return tok
 
 
+def extend_tokenizer(tokenizer: Any, template: ChatTemplate, modalities: Sequence[str]) -> Any:
+    """A pretrained tokenizer (e.g. a HF LM's tokenizer.json) with pad, the template's markers and the modality
+    placeholders added as special tokens where missing (the decoder's embeddings must grow to match)."""
+    from tokenizers import AddedToken
+
+    wanted = [PAD, *template.markers(), *(placeholder(m) for m in modalities)]
+    missing = [t for t in wanted if tokenizer.token_to_id(t) is None]
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+    return tokenizer
+
+
 class ChatTokenizer:
     """A `tokenizers.Tokenizer` plus a ChatTemplate: conversations -> ids and masked labels; ids -> text."""
 

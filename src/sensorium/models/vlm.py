@@ -84,6 +84,27 @@ def init_decoder(lm: LlamaLM, std: float = 0.02) -> None:
             nn.init.zeros_(p)
 
 
+def resize_vocab(lm: LlamaLM, size: int) -> None:
+    """Grow the decoder's embeddings (and untied LM head) to `size` rows; new rows start at the mean embedding,
+    so added special tokens begin as an average token rather than noise."""
+    old = lm.embed.weight
+    if size <= old.shape[0]:
+        return
+    with torch.no_grad():
+        embed = nn.Embedding(size, old.shape[1], device=old.device, dtype=old.dtype)
+        embed.weight[: old.shape[0]] = old
+        embed.weight[old.shape[0]:] = old.mean(0)
+        lm.embed = embed
+        if lm.cfg.tie_embeddings:
+            lm.lm_head.weight = embed.weight
+        else:
+            head = nn.Linear(old.shape[1], size, bias=False, device=old.device, dtype=old.dtype)
+            head.weight[: old.shape[0]] = lm.lm_head.weight
+            head.weight[old.shape[0]:] = lm.lm_head.weight.mean(0)
+            lm.lm_head = head
+    lm.cfg.vocab_size = size
+
+
 class VisionLanguageModel(nn.Module):
     """Towers (ModuleDict by modality) -> projectors (ModuleDict) -> LlamaLM; `tokenizer` rides along."""
 
@@ -94,6 +115,8 @@ class VisionLanguageModel(nn.Module):
             from ..towers.pretrained import load_pretrained
 
             self.lm = load_pretrained(config.decoder_path).model
+            if tokenizer is not None:
+                resize_vocab(self.lm, tokenizer.vocab_size)
             config.decoder = self.lm.cfg
         else:
             self.lm = LlamaLM(config.decoder)

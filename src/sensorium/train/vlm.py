@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..models.template import ChatTemplate, ChatTokenizer, train_tokenizer
+from ..models.template import ChatTemplate, ChatTokenizer, extend_tokenizer, train_tokenizer
 from ..models.vlm import VisionLanguageModel, VLMConfig
 from ..nn.lora import apply_lora, merge_lora
 from .trainer import TrainConfig, Trainer
@@ -147,9 +147,18 @@ def build_tokenizer(recipe: VLMRecipe, data: dict[str, Prepared], run_dir: Path)
     """The run's tokenizer: reloaded from run_dir/tokenizer.json when resuming, else trained and saved there."""
     if (run_dir / "tokenizer.json").is_file():
         return ChatTokenizer.load(run_dir)
-    texts = [t for p in data.values() for t in corpus(p.train, p.config)]
-    tokenizer = ChatTokenizer(train_tokenizer(texts, recipe.vocab_size, recipe.template, list(recipe.model.media)),
-                              recipe.template)
+    modalities = list(recipe.model.media)
+    if recipe.model.decoder_path:  # a pretrained decoder keeps its tokenizer, extended with our special tokens
+        from tokenizers import Tokenizer
+
+        path = Path(recipe.model.decoder_path) / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the pretrained decoder has no tokenizer.json")
+        base = extend_tokenizer(Tokenizer.from_file(str(path)), recipe.template, modalities)
+    else:
+        texts = [t for p in data.values() for t in corpus(p.train, p.config)]
+        base = train_tokenizer(texts, recipe.vocab_size, recipe.template, modalities)
+    tokenizer = ChatTokenizer(base, recipe.template)
     tokenizer.save(run_dir)
     return tokenizer
 
@@ -157,10 +166,9 @@ def build_tokenizer(recipe: VLMRecipe, data: dict[str, Prepared], run_dir: Path)
 def build_model(recipe: VLMRecipe, tokenizer: ChatTokenizer) -> VisionLanguageModel:
     """The model of the recipe, its decoder's vocabulary, padding and end tokens set from the tokenizer."""
     config = recipe.model
-    if not config.decoder_path:
+    if not config.decoder_path:  # a loaded decoder keeps its own; generation also stops at the template's marker
         config.decoder.vocab_size = tokenizer.vocab_size
-        config.decoder.pad_token_id = tokenizer.pad_id
-        config.decoder.eos_token_ids = list(tokenizer.stop_ids)
+        config.decoder.pad_token_id, config.decoder.eos_token_ids = tokenizer.pad_id, list(tokenizer.stop_ids)
     torch.manual_seed(recipe.seed)
     return VisionLanguageModel(config, tokenizer).to(recipe.device)
 
