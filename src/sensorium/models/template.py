@@ -110,7 +110,8 @@ class ChatTokenizer:
         pad = tokenizer.token_to_id(PAD)
         self.pad_id = 0 if pad is None else pad
         self.stop_ids = [i for i in (tokenizer.token_to_id(s) for s in self.template.stop) if i is not None]
-        self._placeholders = {}
+        self._placeholders: dict[str, int] = {}
+        self._by_id: dict[int, str] | None = None
         self._checked = False
 
     @property
@@ -128,13 +129,14 @@ class ChatTokenizer:
         return self._placeholders[modality]
 
     def placeholders(self) -> dict[int, str]:
-        """Special-token id -> modality for every `<modality>` the tokenizer knows."""
-        out = {}
-        for token, i in self.tokenizer.get_vocab(with_added_tokens=True).items():
-            m = re.fullmatch(r"<([a-z_]+)>", token)
-            if m and token != PAD:
-                out[i] = m.group(1)
-        return out
+        """Special-token id -> modality for every `<modality>` special token of the tokenizer."""
+        if self._by_id is None:
+            self._by_id = {}
+            for i, added in self.tokenizer.get_added_tokens_decoder().items():
+                m = re.fullmatch(r"<([a-z_]+)>", added.content)
+                if m and added.content != PAD:
+                    self._by_id[i] = m.group(1)
+        return self._by_id
 
     def render(self, messages: Sequence[dict[str, str]], generation: bool = False) -> tuple[str, list[tuple[int, int]]]:
         """Template text of a conversation and the character spans that carry loss (answers + their stop marker).
@@ -160,37 +162,44 @@ class ChatTokenizer:
             text.append(t.parts("assistant")[0])
         return "".join(text), spans
 
-    def _labels(self, text: str, spans: list[tuple[int, int]], encoding: Any) -> list[int]:
-        ids = encoding.ids
-        if not spans:
-            return [IGNORE] * len(ids)
-        offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-        starts, ends = offsets[:, 0], offsets[:, 1]
-        bounds = np.asarray(sorted({b for span in spans for b in span}), dtype=np.int64)
-        nxt = np.searchsorted(bounds, starts, side="right")
-        straddle = (nxt < len(bounds)) & (bounds[np.minimum(nxt, len(bounds) - 1)] < ends)
-        if straddle.any():
-            k = int(np.argmax(straddle))
-            raise TemplateError(
-                f"token {self.tokenizer.id_to_token(ids[k])!r} (characters {starts[k]}-{ends[k]} of {text!r}) spans a "
-                "prompt/answer boundary, so generation would see different tokens than training; end the assistant "
-                "prefix with a special token (e.g. '<|assistant|>') or move the separator into the content")
-        span_starts = np.asarray([s for s, _ in spans])
-        span_ends = np.asarray([e for _, e in spans])
-        idx = np.searchsorted(span_starts, starts, side="right") - 1
-        inside = (idx >= 0) & (ends <= span_ends[np.maximum(idx, 0)]) & (ends > starts)
-        labels = np.where(inside, np.asarray(ids), IGNORE)
-        counts = np.bincount(idx[inside], minlength=len(spans))
-        empty = [i for i, (s, e) in enumerate(spans) if e > s and counts[i] == 0]
-        if empty:
-            raise TemplateError(f"assistant turn {empty[0]} of {text!r} has no labelled token: the loss would be zero")
-        return labels.tolist()
+    def _labels(self, texts: list[str], spans: list[list[tuple[int, int]]], encodings: list[Any],
+                rows: list[list[int]]) -> list[list[int]]:
+        """Labels of many conversations at once (numpy over all tokens): a token's id where it lies inside an
+        answer span, IGNORE elsewhere; a token straddling a span boundary, or a span without tokens, raises."""
+        from itertools import chain
 
-    def _encoded(self, text: str, spans: list[tuple[int, int]], encoding: Any) -> Encoded:
-        labels = self._labels(text, spans, encoding)
-        names = self.placeholders()
-        media = [names[i] for i in encoding.ids if i in names]
-        return Encoded(list(encoding.ids), labels, media)
+        lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        ids = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lens.sum()))
+        flat = chain.from_iterable(chain.from_iterable(e.offsets for e in encodings))
+        offsets = np.fromiter(flat, dtype=np.int64, count=2 * len(ids)).reshape(-1, 2)
+        base = np.concatenate([[0], np.cumsum([len(t) + 1 for t in texts])[:-1]]).astype(np.int64)
+        conv = np.repeat(np.arange(len(texts)), lens)
+        starts, ends = offsets[:, 0] + base[conv], offsets[:, 1] + base[conv]
+        span_conv = np.asarray([i for i, sp in enumerate(spans) for _ in sp], dtype=np.int64)
+        span_starts = np.asarray([a for sp in spans for a, _ in sp], dtype=np.int64) + base[span_conv]
+        span_ends = np.asarray([b for sp in spans for _, b in sp], dtype=np.int64) + base[span_conv]
+        labels = np.full(len(ids), IGNORE, dtype=np.int64)
+        if len(span_starts):
+            bounds = np.unique(np.concatenate([span_starts, span_ends]))
+            nxt = np.searchsorted(bounds, starts, side="right")
+            straddle = (nxt < len(bounds)) & (bounds[np.minimum(nxt, len(bounds) - 1)] < ends)
+            if straddle.any():
+                k = int(np.argmax(straddle))
+                i = int(conv[k])
+                raise TemplateError(
+                    f"token {self.tokenizer.id_to_token(int(ids[k]))!r} (characters {starts[k] - base[i]}-"
+                    f"{ends[k] - base[i]} of {texts[i]!r}) spans a prompt/answer boundary, so generation would see "
+                    "different tokens than training; end the assistant prefix with a special token (e.g. "
+                    "'<|assistant|>') or move the separator into the content")
+            idx = np.searchsorted(span_starts, starts, side="right") - 1
+            inside = (idx >= 0) & (ends <= span_ends[np.maximum(idx, 0)]) & (ends > starts)
+            labels = np.where(inside, ids, IGNORE)
+            counts = np.bincount(idx[inside], minlength=len(span_starts))
+            empty = np.nonzero((span_ends > span_starts) & (counts == 0))[0]
+            if len(empty):
+                i = int(span_conv[empty[0]])
+                raise TemplateError(f"an assistant turn of {texts[i]!r} has no labelled token: the loss would be zero")
+        return [row.tolist() for row in np.split(labels, np.cumsum(lens)[:-1])]
 
     def encode(self, messages: Sequence[dict[str, str]], generation: bool = False) -> Encoded:
         """Tokenize one conversation (labels on answers); `generation` ends it with the assistant prefix."""
@@ -200,8 +209,12 @@ class ChatTokenizer:
         """Tokenize many conversations (the tokenizer runs them in parallel); the first is also checked for
         train/generation agreement (see `check`)."""
         rendered = [self.render(c, generation) for c in conversations]
-        encodings = self.tokenizer.encode_batch([text for text, _ in rendered], add_special_tokens=False)
-        out = [self._encoded(text, spans, enc) for (text, spans), enc in zip(rendered, encodings)]
+        texts, spans = [text for text, _ in rendered], [sp for _, sp in rendered]
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        names = self.placeholders()
+        rows = [e.ids for e in encodings]
+        labels = self._labels(texts, spans, encodings, rows) if conversations else []
+        out = [Encoded(r, lab, [names[i] for i in r if i in names]) for r, lab in zip(rows, labels)]
         if not self._checked and conversations and not generation:
             self.check(conversations[0])
         return out
@@ -247,11 +260,12 @@ class ChatTokenizer:
 
 def pad_rows(rows: Sequence[Sequence[int]], value: int, align: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """Lists of ids -> [N, L] tensor padded with `value` on the right or left, and a mask (True = real)."""
-    length = max((len(r) for r in rows), default=1)
-    out = torch.full((len(rows), length), value, dtype=torch.long)
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        span = slice(0, len(r)) if align == "right" else slice(length - len(r), length)
-        out[i, span] = torch.as_tensor(list(r), dtype=torch.long)
-        mask[i, span] = True
-    return out, mask
+    from itertools import chain
+
+    lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    length = max(1, int(lens.max())) if len(rows) else 1
+    cols = np.arange(length)[None, :]
+    mask = cols < lens[:, None] if align == "right" else cols >= (length - lens)[:, None]
+    out = np.full((len(rows), length), value, dtype=np.int64)
+    out[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lens.sum()))
+    return torch.from_numpy(out), torch.from_numpy(mask)
