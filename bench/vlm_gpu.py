@@ -34,6 +34,7 @@ SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, n
                     num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
                     rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1,
                     eos_token_id=2, pad_token_id=2)
+CAPTION_SHARE = 0.2  # of the training budget spent on the caption (alignment) stage; the rest on QA
 TINY_LM = dict(SMOLLM2_135M, vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
 
@@ -85,7 +86,7 @@ def throughput(tiny: bool, device: torch.device) -> dict[str, Any]:
     """New tokens/s of HF `generate` vs Sensorium (CUDA-graph decode, and eager) on identical weights."""
     import transformers
 
-    from sensorium.models.generation import GenerationConfig, generate_ids
+    from sensorium.models.generation import GRAPH_FAILURES, GenerationConfig, generate_ids
     from sensorium.towers import load_pretrained
 
     shape = TINY_LM if tiny else SMOLLM2_135M
@@ -133,6 +134,7 @@ def throughput(tiny: bool, device: torch.device) -> dict[str, Any]:
             assert all(len(g.tokens) == new for g in res)
             row[name] = round(batch * new / t, 1)
         best = max(v for k, v in row.items() if k.startswith("sensorium"))
+        row["cuda_graph_failures"] = list(GRAPH_FAILURES)
         row["speedup_vs_hf"] = round(best / row["hf_generate"], 2)
         out[f"batch_{batch}_tokens_per_s"] = row
     return out
@@ -142,11 +144,16 @@ def vqa(tiny: bool, device: torch.device, out: Path, train_seconds: float, worke
     """Generate World data, train the GPU recipe within `train_seconds`, evaluate per question type."""
     from sensorium.train.vlm import load_recipe, run_recipe
 
-    overrides = [f"device={device.type}", f"stages.0.time_budget_s={train_seconds}", f"data.vqa.workers={workers}"]
+    overrides = [f"device={device.type}", f"stages.0.time_budget_s={round(CAPTION_SHARE * train_seconds)}",
+                 f"stages.1.time_budget_s={round((1 - CAPTION_SHARE) * train_seconds)}",
+                 f"data.vqa.workers={workers}", f"data.captions.workers={workers}"]
     if tiny:
-        overrides += ["data.vqa.n_train=48", "data.vqa.n_val=8", "model.decoder.dim=32", "model.decoder.depth=1", "model.decoder.n_heads=2", "model.decoder.n_kv_heads=1",
-                      "model.decoder.mlp_hidden=64", "stages.0.optim.steps=6", "stages.0.optim.batch_size=8",
-                      "stages.0.optim.warmup=2", "stages.0.optim.eval_every=3", "bf16=false"]
+        overrides += ["model.decoder.dim=32", "model.decoder.depth=1", "model.decoder.n_heads=2",
+                      "model.decoder.n_kv_heads=1", "model.decoder.mlp_hidden=64", "bf16=false"]
+        for data, val in (("captions", 4), ("vqa", 8)):
+            overrides += [f"data.{data}.n_train=48", f"data.{data}.n_val={val}"]
+        for stage in (0, 1):
+            overrides += [f"stages.{stage}.optim.{k}" for k in ("steps=6", "batch_size=8", "warmup=2", "eval_every=3")]
     recipe = load_recipe(ROOT / "configs" / "vlm-world-gpu.yaml", overrides)
     run_dir = Path(tempfile.mkdtemp(prefix="vlm-world-"))
     try:
@@ -156,16 +163,19 @@ def vqa(tiny: bool, device: torch.device, out: Path, train_seconds: float, worke
             if (run_dir / name).is_file():
                 shutil.copy(run_dir / name, out / target)
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        steps = max((r["step"] for r in metrics), default=0)
+        steps = {}
+        for record in metrics:
+            steps[record["stage"]] = max(steps.get(record["stage"], 0), record["step"])
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    vqa_report = report["vqa"]
+    vqa_report, captions = report["vqa"], report.get("captions", {})
     fam = vqa_report["by_family"]
     return {"recipe": "configs/vlm-world-gpu.yaml", "overrides": overrides, "train_steps": steps,
             "train_seconds": report["train_seconds"], "accuracy": vqa_report["accuracy"],
             "parse_failure_rate": vqa_report["parse_failure_rate"], "by_family": fam, "by_type": vqa_report["by_type"],
             "target_94_met": all(f["accuracy"] >= 94.0 for f in fam.values()), "n_questions": vqa_report["n"],
-            "examples": vqa_report["examples"][:6]}
+            "examples": vqa_report["examples"][:6],
+            "captions_val": {k: captions.get(k) for k in ("n", "bleu4", "cider_d")}}
 
 
 def main() -> int:

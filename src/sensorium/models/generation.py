@@ -5,6 +5,7 @@ a CUDA graph and replayed, which removes the per-kernel launch cost that dominat
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -13,6 +14,9 @@ import torch.nn.functional as F
 
 from ..nn import attention_mask
 from .llama import LlamaLM, positions_from_padding
+
+log = logging.getLogger(__name__)
+GRAPH_FAILURES: list[str] = []  # why CUDA-graph capture fell back to eager decoding (benchmarks report it)
 
 
 @dataclass
@@ -115,7 +119,12 @@ class Decoder:
             self.tok_buf, self.pos_buf = tokens[:, None].clone(), self.next_pos.clone()
             self.cache.index = torch.full((1,), self.cursor, dtype=torch.long, device=tokens.device)
             if self.use_graph:
-                self.graph = self._capture()
+                try:
+                    self.graph = self._capture()
+                except RuntimeError as exc:  # e.g. an op that syncs with the host: decode eagerly instead
+                    GRAPH_FAILURES.append(f"{type(exc).__name__}: {exc}"[:300])
+                    log.warning("CUDA graph capture failed (%s); decoding without graphs", exc)
+                    self.graph, self.use_graph = None, False
         self.tok_buf.copy_(tokens[:, None])
         self.pos_buf.copy_(self.next_pos)
         self.cache.index.fill_(self.cursor)

@@ -131,13 +131,22 @@ class Prepared:
 
 def prepare_data(recipe: VLMRecipe, names: list[str]) -> dict[str, Prepared]:
     """Samples of the datasets `names` (train and val splits), deterministic in the recipe's seed."""
-    out = {}
+    out: dict[str, Prepared] = {}
+    seen: dict[str, Samples] = {}  # datasets over the same samples (captions and QA of one World) share them
+
+    def samples(cfg: DataConfig, split: str) -> Samples:
+        key = json.dumps([cfg.source, cfg.path, cfg.n_train if split == "train" else cfg.n_val, cfg.world, split],
+                         sort_keys=True)
+        if key not in seen:
+            seen[key] = load_samples(cfg, split, recipe.seed)
+        return seen[key]
+
     for name in names:
         if name not in recipe.data:
             raise KeyError(f"a stage uses data {name!r} but the recipe defines {sorted(recipe.data)}")
         cfg = recipe.data[name]
         start = time.time()
-        out[name] = Prepared(cfg, load_samples(cfg, "train", recipe.seed), load_samples(cfg, "val", recipe.seed))
+        out[name] = Prepared(cfg, samples(cfg, "train"), samples(cfg, "val"))
         log.info("data %s: %d train / %d val samples in %.1fs", name, len(out[name].train), len(out[name].val),
                  time.time() - start)
     return out
