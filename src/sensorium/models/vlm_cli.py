@@ -54,7 +54,7 @@ def _chat(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from ..train.vlm import load_recipe, run_recipe
 
-    recipe = load_recipe(args.config, args.overrides)
+    recipe = load_recipe(args.config, [*args.overrides, *args.set])
     report = run_recipe(recipe, args.run, progress=not args.quiet, evaluate=not args.no_eval)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "examples"} if isinstance(v, dict) else v
                       for k, v in report.items()}, indent=2))
@@ -90,6 +90,8 @@ def register(commands) -> None:
     p.add_argument("--config", default=None, help="YAML recipe (see configs/vlm-*.yaml)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stages.0.optim.steps=100 device=cuda")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dotted override that may follow --config (repeatable)")
     p = commands.add("eval", _eval, "VQA / captioning scores of a trained run on its recipe's val data", group="vlm")
     p.add_argument("run", help="run directory of `sensorium vlm train`")
     p.add_argument("--n", type=int, default=None, help="evaluate at most this many questions / images")
