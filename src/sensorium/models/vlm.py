@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import reject_unknown
 from ..nn.projector import ProjectorConfig, build_projector
 from ..towers.base import Tower, build_tower, to_device
 from .llama import LlamaConfig, LlamaLM
@@ -50,9 +51,7 @@ class VLMConfig:
     def from_dict(cls, data: dict[str, Any]) -> "VLMConfig":
         """Inverse of `to_dict` (unknown keys are an error naming them)."""
         data = dict(data)
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown VLM config key(s) {sorted(unknown)}")
+        reject_unknown(cls, data, "model")
         media = {}
         for name, m in data.pop("media", {}).items():
             m = dict(m)

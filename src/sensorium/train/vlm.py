@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..config import reject_unknown
 from ..models.template import ChatTemplate, ChatTokenizer, extend_tokenizer, train_tokenizer
 from ..models.vlm import VisionLanguageModel, VLMConfig
 from ..nn.lora import apply_lora, merge_lora
@@ -58,9 +59,7 @@ class VLMRecipe:
     def from_dict(cls, data: dict[str, Any]) -> "VLMRecipe":
         """Nested dicts (YAML) -> recipe, with errors naming unknown keys."""
         data = dict(data)
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown recipe key(s) {sorted(unknown)}; expected some of {sorted(cls.__dataclass_fields__)}")
+        reject_unknown(cls, data, "recipe")
         if "model" in data:
             data["model"] = VLMConfig.from_dict(data["model"])
         if "data" in data:
