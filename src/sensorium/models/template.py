@@ -205,7 +205,8 @@ class ChatTokenizer:
         """Tokenize one conversation (labels on answers); `generation` ends it with the assistant prefix."""
         return self.encode_batch([messages], generation)[0]
 
-    def encode_batch(self, conversations: Sequence[Sequence[dict[str, str]]], generation: bool = False) -> list[Encoded]:
+    def encode_batch(self, conversations: Sequence[Sequence[dict[str, str]]],
+                     generation: bool = False) -> list[Encoded]:
         """Tokenize many conversations (the tokenizer runs them in parallel); the first is also checked for
         train/generation agreement (see `check`)."""
         rendered = [self.render(c, generation) for c in conversations]
@@ -232,7 +233,7 @@ class ChatTokenizer:
                 raise TemplateError(
                     "the generation prompt does not tokenize like the training sequence before the answer:\n"
                     f"  prompt:   {[self.tokenizer.id_to_token(i) for i in prompt[-6:]]}\n"
-                    f"  training: {[self.tokenizer.id_to_token(i) for i in full.ids[max(0, len(prompt) - 6):len(prompt) + 2]]}")
+                    f"  training: {[self.tokenizer.id_to_token(i) for i in full.ids[max(0, len(prompt) - 6):][:8]]}")
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids -> text, special tokens dropped."""

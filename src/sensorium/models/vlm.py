@@ -107,7 +107,8 @@ def resize_vocab(lm: LlamaLM, size: int) -> None:
 class VisionLanguageModel(nn.Module):
     """Towers (ModuleDict by modality) -> projectors (ModuleDict) -> LlamaLM; `tokenizer` rides along."""
 
-    def __init__(self, config: VLMConfig, tokenizer: ChatTokenizer | None = None, towers: dict[str, Tower] | None = None):
+    def __init__(self, config: VLMConfig, tokenizer: ChatTokenizer | None = None,
+                 towers: dict[str, Tower] | None = None):
         super().__init__()
         self.config, self.tokenizer = config, tokenizer
         if config.decoder_path:
@@ -177,7 +178,8 @@ class VisionLanguageModel(nn.Module):
             count = int(where.sum())
             if modality not in media:
                 if count:
-                    raise ValueError(f"{count} {'<' + modality + '>'} placeholder(s) in the prompt but no {modality} given")
+                    raise ValueError(f"{count} {placeholder(modality)} placeholder(s) in the prompt but no {modality} "
+                                     "given")
                 continue
             emb, mask = self.project(modality, media[modality])
             if count != emb.shape[0]:
@@ -254,7 +256,8 @@ class VisionLanguageModel(nn.Module):
             out[m] = self.towers[m].prepare(values)
         return out
 
-    def _prompt(self, conversations: Sequence[Sequence[dict[str, str]]], media: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prompt(self, conversations: Sequence[Sequence[dict[str, str]]],
+                media: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tokenizer is None:
             raise ValueError("the model has no tokenizer")
         encoded = self.tokenizer.encode_batch(conversations, generation=True)

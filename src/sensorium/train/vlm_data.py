@@ -102,7 +102,8 @@ def load_samples(cfg: DataConfig, split: str, seed: int) -> Samples:
     if cfg.source == "shards":
         folder = Path(cfg.path) / split
         if not folder.exists():
-            raise FileNotFoundError(f"{folder}: split not found (build the data first, e.g. sensorium data build clipart)")
+            raise FileNotFoundError(f"{folder}: split not found (build the data first, e.g. sensorium data build "
+                                    "clipart)")
         return shard_samples(folder, n)
     raise ValueError(f"unknown data source {cfg.source!r} (world | shards)")
 
