@@ -163,7 +163,7 @@ def vqa(tiny: bool, device: torch.device, out: Path, train_seconds: float, worke
     try:
         report = run_recipe(recipe, run_dir, progress=False)
         for name, target in (("eval.json", "vqa_eval.json"), ("metrics.jsonl", "vqa_metrics.jsonl"),
-                             ("loss.png", "vqa_loss.png")):
+                             ("loss.png", "vqa_loss.png"), ("examples-vqa.png", "vqa_examples.png")):
             if (run_dir / name).is_file():
                 shutil.copy(run_dir / name, out / target)
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

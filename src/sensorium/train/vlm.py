@@ -279,7 +279,7 @@ def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, ev
     report: dict[str, Any] = {"n": 0, "train_seconds": timings}
     for name, prepared in data.items():
         attach(model, prepared, recipe, run_dir)
-        report[name] = evaluate_data(model, prepared, recipe)
+        report[name] = evaluate_data(model, prepared, recipe, pictures=run_dir / f"examples-{name}.png")
         report["n"] += report[name]["n"]
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
     return report
