@@ -139,3 +139,16 @@ def test_audio_modality_through_a_qformer():
     ids, padding = pad_rows([e.ids for e in enc], m.tokenizer.pad_id)
     embeds, pad_out, _ = m.splice(ids, padding, inputs)
     assert embeds.shape[1] == len(enc[0].ids) + 2 * 3 + 3  # 2 clips x 4 queries, 1 image x 4 patches
+
+
+def test_trainer_checkpoint_keeps_tied_weights(tmp_path):
+    """Tied embeddings share memory, which safetensors refuses; the checkpoint stores copies and loads back."""
+    from sensorium.train.checkpoint import load_state, save_state
+
+    m = model()
+    assert m.lm.lm_head.weight.data_ptr() == m.lm.embed.weight.data_ptr()
+    save_state(tmp_path / "ckpt", {"model": m.state_dict()})
+    again = model(seed=5)
+    again.load_state_dict(load_state(tmp_path / "ckpt")["model"])
+    assert torch.equal(again.lm.embed.weight, m.lm.embed.weight)
+    assert again.lm.lm_head.weight.data_ptr() == again.lm.embed.weight.data_ptr()
