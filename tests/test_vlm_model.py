@@ -97,6 +97,8 @@ def test_cached_tower_tokens_equal_running_the_tower():
     a = m.project("image", inputs)[0]
     b = m.project("image", TowerTokens(tokens, mask))[0]
     assert torch.allclose(a, b)
+    half = m.project("image", TowerTokens(tokens.half(), mask))[0]  # the on-disk cache is float16
+    assert half.dtype == torch.float32 and torch.allclose(a, half, atol=1e-2)
 
 
 def test_lora_trains_only_adapters_and_merges_exactly():

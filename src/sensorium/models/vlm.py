@@ -154,7 +154,8 @@ class VisionLanguageModel(nn.Module):
     def project(self, modality: str, inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Tower inputs or TowerTokens -> decoder-space tokens [M, T', dim] and mask [M, T']."""
         tt = inputs.to(self.device) if isinstance(inputs, TowerTokens) else self.tower_tokens(modality, inputs)
-        return self.projectors[modality](tt.tokens, tt.mask)
+        dtype = self.lm.embed.weight.dtype  # cached tokens are stored in float16
+        return self.projectors[modality](tt.tokens.to(dtype), tt.mask)
 
     def splice(self, ids: torch.Tensor, padding: torch.Tensor, media: dict[str, Any],
                labels: torch.Tensor | None = None, align: str = "right"
