@@ -38,6 +38,11 @@ def test_speech_frames_and_text_states_have_masks():
     assert tokens.shape == (1, 16, 48) and float(tokens.max()) <= 1.0
     with pytest.raises(ValueError, match="not a multiple"):
         build_tower("image-patches", size=10, patch=4)
+    stem = build_tower("image-convstem", size=32, width=16)
+    tokens, mask = stem.tokens(stem.prepare([image(size=32)]))
+    assert tokens.shape == (1, 16, 16) == (1, stem.grid ** 2, stem.token_dim) and mask.all()
+    tokens.sum().backward()
+    assert stem.convs[0].weight.grad is not None
 
 
 def test_a_tower_trains_when_the_recipe_unfreezes_it():

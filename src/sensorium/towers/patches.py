@@ -1,5 +1,7 @@
-"""A parameter-free image tower: raw pixel patches as tokens (Fuyu-style). The projector that follows learns the
-patch embedding, so a decoder can be trained on images with no pretrained encoder (e.g. Sensorium World VQA)."""
+"""Image towers for decoders trained without a pretrained encoder (e.g. Sensorium World VQA): `image-patches`,
+raw pixel patches as tokens with no weights (Fuyu-style; the projector learns the patch embedding), and
+`image-convstem`, a small randomly initialised convolutional stem meant to be trained with the decoder
+(`train_tower: true`), whose local, translation-equivariant features are quicker to learn from few images."""
 
 from __future__ import annotations
 
@@ -64,3 +66,31 @@ class PatchTower(Tower):
     def describe(self) -> dict[str, Any]:
         """Name, modality, dim, size and patch."""
         return {**super().describe(), "size": self.size, "patch": self.patch, "parameters": 0}
+
+
+@register_tower("image-convstem")
+class ConvStemTower(PatchTower):
+    """Three stride-2 3x3 convolutions and one stride-1 (GELU) on size x size pixels -> a (size/8)^2 grid of
+    `width`-d tokens. Randomly initialised: train it with the decoder (media.<m>.train_tower: true)."""
+
+    name = "image-convstem"
+
+    def __init__(self, size: int = 64, width: int = 128) -> None:
+        super().__init__(size=size, patch=8)
+        chans = (3, width // 4, width // 2, width, width)
+        self.convs = torch.nn.ModuleList(
+            torch.nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < 3 else 1, padding=1) for i in range(4))
+        self.dim = width
+
+    def tokens(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 pixels [B, 3, size, size] -> [B, (size/8)^2, width] row-major, all real."""
+        x = inputs.to(self.convs[0].weight.dtype) / 127.5 - 1.0
+        for conv in self.convs:
+            x = F.gelu(conv(x))
+        tokens = x.flatten(2).transpose(1, 2).contiguous()
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, modality, dim, size; the weights are the run's own (random init, trained with the decoder)."""
+        return {"name": self.name, "modality": self.modality, "dim": self.dim, "size": self.size,
+                "weights": "random init, trained with the decoder"}
