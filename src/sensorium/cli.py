@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.quickstart",
     "sensorium.data.world.cli",
     "sensorium.data.inspect",
+    "sensorium.models.vlm_cli",
 )
 
 

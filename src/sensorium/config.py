@@ -16,13 +16,18 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys with the path that holds them."""
-    hints = typing.get_type_hints(cls)
+def reject_unknown(cls: type, data: dict[str, Any], where: str = "config") -> None:
+    """Raise ValueError naming the keys of `data` that are not fields of dataclass `cls`."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(names)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys with the path that holds them."""
+    hints = typing.get_type_hints(cls)
+    reject_unknown(cls, data, where)
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]

@@ -14,6 +14,7 @@ _BUILTIN_MODULES: list[str] = [
     "bert",
     "checkpoint_towers",
     "efficientnet",
+    "patches",
     "speech",
 ]
 for _module in _BUILTIN_MODULES:

@@ -46,6 +46,17 @@ class Tower(nn.Module):
         """Model inputs -> features [B, dim]."""
         raise NotImplementedError
 
+    @property
+    def token_dim(self) -> int:
+        """Width of the per-token features that `tokens` returns (the pooled `dim` unless a tower says otherwise)."""
+        return self.dim
+
+    def tokens(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs -> token features [B, T, token_dim] and a mask [B, T] (True = real token), for decoders that
+        read a sequence (projectors into a language model). Default: the pooled vector as one token."""
+        pooled = self(inputs)
+        return pooled[:, None], torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device)
+
     def describe(self) -> dict[str, Any]:
         """What a run's config records about this tower."""
         return {"name": self.name, "modality": self.modality, "dim": self.dim}

@@ -227,6 +227,10 @@ class SentenceBertTower(Tower):
         pooled = mean_pool(hidden, inputs["attention_mask"])
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
+    def tokens(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenized batch -> per-token hidden states [B, L, dim] and the padding mask [B, L]."""
+        return self.encoder(inputs["input_ids"], inputs["attention_mask"]), inputs["attention_mask"].bool()
+
     def describe(self) -> dict[str, Any]:
         """Name, modality, dim and where the weights came from."""
         return {**super().describe(), "source": str(self.directory), "max_length": self.max_length,

@@ -84,10 +84,13 @@ class EfficientNetLite(nn.Module):
         self.head = SameConv2d(channels, HEAD_CHANNELS, 1)
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images [B, 3, H, W] -> the last feature map [B, 1280, H / 32, W / 32]."""
+        return F.relu6(self.head(self.blocks(F.relu6(self.stem(x)))))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images [B, 3, H, W] -> global-average-pooled features [B, 1280]."""
-        x = self.blocks(F.relu6(self.stem(x)))
-        return F.relu6(self.head(x)).mean(dim=(2, 3))
+        return self.feature_map(x).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images -> ImageNet logits [B, num_classes]."""
@@ -165,8 +168,9 @@ class EfficientNetLite0Tower(Tower):
     modality = "image"
     dim = HEAD_CHANNELS
 
-    def __init__(self, channels_last: bool = True) -> None:
+    def __init__(self, channels_last: bool = True, token_grid: int = 7) -> None:
         super().__init__()
+        self.token_grid = token_grid  # `tokens` average-pools the 7x7 map to token_grid x token_grid
         self.model = EfficientNetLite()
         self.model.load_state_dict(convert_lukemelas_state_dict(load_lite0_package_weights()))
         self.model.eval()
@@ -184,6 +188,14 @@ class EfficientNetLite0Tower(Tower):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Pixels -> features [B, 1280]."""
         return self.model.features(self._pixels(inputs))
+
+    def tokens(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels -> one 1280-d token per cell of the (pooled) feature map [B, token_grid**2, 1280], row-major."""
+        grid = self.model.feature_map(self._pixels(inputs))
+        if grid.shape[-1] != self.token_grid:
+            grid = F.adaptive_avg_pool2d(grid, self.token_grid)
+        tokens = grid.flatten(2).transpose(1, 2).contiguous()
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
 
     @torch.inference_mode()
     def logits(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -110,7 +110,8 @@ class SpeechEncoder(nn.Module):
         self.pool = nn.Linear(config.width, 1)
         self.proj = nn.Linear(config.width, config.out_dim)
 
-    def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    def frame_states(self, mel: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel [B, F, n_mels] -> normed per-frame states [B, F', width] (F' = F subsampled) and their mask."""
         # per-utterance mean normalisation over valid frames (robust to voice and level)
         mask = length_mask(frames, mel.shape[1])[..., None]
         mean = (mel * mask).sum(1, keepdim=True) / frames[:, None, None].clamp(min=1)
@@ -124,7 +125,11 @@ class SpeechEncoder(nn.Module):
         lengths = lengths.clamp(min=1, max=x.shape[1])
         valid = length_mask(lengths, x.shape[1])
         x = self.transformer(x + self.pos[: x.shape[1]], src_key_padding_mask=~valid)
-        x = self.norm(x)
+        return self.norm(x), valid
+
+    def forward(self, mel: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Log-mel [B, F, n_mels] and frame counts [B] -> one embedding per utterance [B, out_dim]."""
+        x, valid = self.frame_states(mel, frames)
         scores = self.pool(x).squeeze(-1).masked_fill(~valid, float("-inf"))
         pooled = (scores.softmax(dim=1)[..., None] * x).sum(1)
         return self.proj(pooled)
@@ -154,6 +159,16 @@ class SpeechTower(Tower):
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         mel, frames = self.frontend(inputs["waves"], inputs["lengths"])
         return F.normalize(self.encoder(mel, frames), dim=-1)
+
+    @property
+    def token_dim(self) -> int:
+        """Width of the per-frame states (the encoder's transformer width)."""
+        return self.encoder.config.width
+
+    def tokens(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms -> per-frame states [B, F', width] (80 ms hops after subsampling) and their mask."""
+        mel, frames = self.frontend(inputs["waves"], inputs["lengths"])
+        return self.encoder.frame_states(mel, frames)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "weights_sha1": self.card.get("weights_sha1"), "trained": self.card.get("trained_on")}

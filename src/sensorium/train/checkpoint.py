@@ -47,6 +47,11 @@ def save_state(directory: str | Path, state: dict[str, Any]) -> Path:
     tmp.mkdir(parents=True)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, "", tensors)
+    seen: set[int] = set()
+    for name, tensor in tensors.items():  # tied weights (e.g. embeddings = LM head) share memory: store copies
+        if tensor.numel() and tensor.data_ptr() in seen:
+            tensors[name] = tensor.clone()
+        seen.add(tensor.data_ptr())
     save_file(tensors, str(tmp / "tensors.safetensors"))
     (tmp / "state.json").write_text(json.dumps(skeleton))
     if directory.exists():

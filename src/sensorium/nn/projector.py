@@ -1,0 +1,146 @@
+"""Modality projectors: a tower's token sequence [M, T, D_in] (+ mask) -> tokens in a language model's embedding
+space [M, T', D_out]. Three kinds: an MLP per token (LLaVA-1.5), pixel shuffle + linear, which folds each
+r x r block of a square grid into one token (nanoVLM), and learned queries that cross-attend to the tokens
+(a Q-Former-lite, as in BLIP-2 / Video-LLaMA), which gives a fixed token count for any input length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import Attention, attention_mask
+from .transformer import MLP
+
+
+@dataclass
+class ProjectorConfig:
+    """Which projector and its shape; fields that a kind does not use are ignored."""
+
+    kind: str = "mlp"  # mlp | pixel_shuffle | qformer
+    hidden: int = 0  # MLP / Q-Former width (0 = the output dim)
+    factor: int = 2  # pixel_shuffle: r (an r x r block of tokens becomes one token)
+    queries: int = 16  # qformer: learned queries = output tokens per item
+    layers: int = 2  # qformer: cross-attention blocks
+    heads: int = 4  # qformer: attention heads
+    positions: int = 0  # learned position embedding added to the first `positions` input tokens (0 = none)
+    dropout: float = 0.0
+
+
+class _Positions(nn.Module):
+    """Learned embeddings added to input tokens by index (tokens beyond the table are an error, not a wrap)."""
+
+    def __init__(self, n: int, dim: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(n, dim) * 0.02) if n else None
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.table is None:
+            return tokens
+        if tokens.shape[1] > self.table.shape[0]:
+            raise ValueError(f"projector has {self.table.shape[0]} learned positions but got {tokens.shape[1]} "
+                             "tokens per item; raise projector.positions")
+        return tokens + self.table[: tokens.shape[1]].to(tokens.dtype)
+
+
+class MLPProjector(nn.Module):
+    """Per-token Linear -> GELU -> Linear (LLaVA-1.5's mlp2x_gelu); keeps the token count and mask."""
+
+    def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int):
+        super().__init__()
+        self.pos = _Positions(cfg.positions, in_dim)
+        hidden = cfg.hidden or out_dim
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[M, T, D_in], [M, T] -> [M, T, D_out], [M, T]."""
+        return self.mlp(self.drop(self.pos(tokens))), mask
+
+
+class PixelShuffleProjector(nn.Module):
+    """Square grid of g x g tokens -> (g/r)^2 tokens of r^2 D_in channels -> Linear (nanoVLM's modality projector)."""
+
+    def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int):
+        super().__init__()
+        self.factor = cfg.factor
+        self.pos = _Positions(cfg.positions, in_dim)
+        self.proj = nn.Linear(in_dim * cfg.factor ** 2, out_dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[M, g*g, D_in] -> [M, (g/r)^2, D_out]; needs a full square grid whose side r divides."""
+        m, t, d = tokens.shape
+        side, r = int(round(t ** 0.5)), self.factor
+        if side * side != t or side % r or not bool(mask.all()):
+            raise ValueError(f"pixel_shuffle needs a full square token grid with a side divisible by factor={r}; "
+                             f"the tower gave {t} tokens per item{'' if bool(mask.all()) else ' with padding'}")
+        x = self.pos(tokens).view(m, side // r, r, side // r, r, d).permute(0, 1, 3, 2, 4, 5)
+        x = self.proj(x.reshape(m, (side // r) ** 2, r * r * d))
+        return x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+
+
+class _QueryBlock(nn.Module):
+    """Queries: cross-attend to the tokens, self-attend, MLP (pre-norm, residual)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.norm_q, self.norm_kv = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.cross = Attention(width, heads)
+        self.norm_self, self.self_attn = nn.LayerNorm(width), Attention(width, heads)
+        self.norm_mlp, self.mlp = nn.LayerNorm(width), MLP(width, 4 * width, "gelu")
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        q = q + self.cross(self.norm_q(q), mask=mask, context=self.norm_kv(kv))
+        q = q + self.self_attn(self.norm_self(q))
+        return q + self.mlp(self.norm_mlp(q))
+
+
+class QFormerProjector(nn.Module):
+    """`queries` learned vectors cross-attend to the tower tokens (padding masked) -> [M, queries, D_out]."""
+
+    def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int):
+        super().__init__()
+        width = cfg.hidden or out_dim
+        if width % cfg.heads:
+            raise ValueError(f"qformer width {width} is not divisible by heads={cfg.heads}")
+        self.pos = _Positions(cfg.positions, in_dim)
+        self.inp = nn.Linear(in_dim, width)
+        self.queries = nn.Parameter(torch.randn(cfg.queries, width) * 0.02)
+        self.blocks = nn.ModuleList(_QueryBlock(width, cfg.heads) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, out_dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[M, T, D_in], [M, T] -> [M, queries, D_out], all real."""
+        kv = self.inp(self.pos(tokens))
+        q = self.queries.to(kv.dtype).expand(tokens.shape[0], -1, -1)
+        attn = None if bool(mask.all()) else attention_mask(mask, q.shape[1], kv.shape[1], causal=False)
+        for block in self.blocks:
+            q = block(q, kv, attn)
+        out = self.out(self.norm(q))
+        return out, torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
+
+
+PROJECTORS: dict[str, type[nn.Module]] = {"mlp": MLPProjector, "pixel_shuffle": PixelShuffleProjector,
+                                          "qformer": QFormerProjector}
+
+
+def build_projector(cfg: ProjectorConfig, in_dim: int, out_dim: int) -> nn.Module:
+    """The projector of `cfg.kind` from `in_dim` tower features to `out_dim` language-model embeddings."""
+    if cfg.kind not in PROJECTORS:
+        raise ValueError(f"unknown projector {cfg.kind!r}; known: {', '.join(PROJECTORS)}")
+    return PROJECTORS[cfg.kind](cfg, in_dim, out_dim)
+
+
+def output_tokens(cfg: ProjectorConfig, n_in: int) -> int:
+    """How many tokens the projector emits for an item of `n_in` tower tokens."""
+    if cfg.kind == "qformer":
+        return cfg.queries
+    if cfg.kind == "pixel_shuffle":
+        return n_in // cfg.factor ** 2
+    return n_in
+
+
+__all__ = ["PROJECTORS", "MLPProjector", "PixelShuffleProjector", "ProjectorConfig", "QFormerProjector",
+           "build_projector", "output_tokens"]

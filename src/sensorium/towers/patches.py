@@ -1,0 +1,96 @@
+"""Image towers for decoders trained without a pretrained encoder (e.g. Sensorium World VQA): `image-patches`,
+raw pixel patches as tokens with no weights (Fuyu-style; the projector learns the patch embedding), and
+`image-convstem`, a small randomly initialised convolutional stem meant to be trained with the decoder
+(`train_tower: true`), whose local, translation-equivariant features are quicker to learn from few images."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .base import Tower, register_tower
+
+
+@register_tower("image-patches")
+class PatchTower(Tower):
+    """Images resized to `size` and cut into `patch` x `patch` pixel patches: tokens [B, (size/patch)^2, 3 patch^2]."""
+
+    name = "image-patches"
+    modality = "image"
+
+    def __init__(self, size: int = 64, patch: int = 8) -> None:
+        super().__init__()
+        if size % patch:
+            raise ValueError(f"image-patches: size {size} is not a multiple of patch {patch}")
+        self.size, self.patch = size, patch
+        self.dim = 3 * patch * patch
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.size // self.patch
+
+    def prepare(self, values: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        """PIL images (or a uint8 batch [B, 3, H, W], the loader's image convention) -> uint8 [B, 3, size, size]."""
+        if isinstance(values, torch.Tensor):
+            pixels = values
+        else:
+            arrays = []
+            for image in values:
+                if not isinstance(image, Image.Image):
+                    raise TypeError(f"image-patches encodes PIL images, got {type(image).__name__}")
+                image = image.convert("RGB")
+                if image.size != (self.size, self.size):
+                    image = image.resize((self.size, self.size), Image.BICUBIC)
+                arrays.append(np.asarray(image))
+            pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        if pixels.shape[-1] != self.size or pixels.shape[-2] != self.size:
+            pixels = F.interpolate(pixels.float(), size=(self.size, self.size), mode="bilinear",
+                                   antialias=True).round().clamp(0, 255).to(torch.uint8)
+        return pixels
+
+    def tokens(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 pixels [B, 3, size, size] -> patches in [-1, 1], row-major [B, grid^2, 3 patch^2], all real."""
+        x = inputs.float() / 127.5 - 1.0
+        patches = F.unfold(x, self.patch, stride=self.patch).transpose(1, 2).contiguous()
+        return patches, torch.ones(patches.shape[:2], dtype=torch.bool, device=patches.device)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Pooled features: the mean patch [B, 3 patch^2] (a weak baseline; decoders use `tokens`)."""
+        return self.tokens(inputs)[0].mean(dim=1)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, modality, dim, size and patch."""
+        return {**super().describe(), "size": self.size, "patch": self.patch, "parameters": 0}
+
+
+@register_tower("image-convstem")
+class ConvStemTower(PatchTower):
+    """Three stride-2 3x3 convolutions and one stride-1 (GELU) on size x size pixels -> a (size/8)^2 grid of
+    `width`-d tokens. Randomly initialised: train it with the decoder (media.<m>.train_tower: true)."""
+
+    name = "image-convstem"
+
+    def __init__(self, size: int = 64, width: int = 128) -> None:
+        super().__init__(size=size, patch=8)
+        chans = (3, width // 4, width // 2, width, width)
+        self.convs = torch.nn.ModuleList(
+            torch.nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < 3 else 1, padding=1) for i in range(4))
+        self.dim = width
+
+    def tokens(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 pixels [B, 3, size, size] -> [B, (size/8)^2, width] row-major, all real."""
+        x = inputs.to(self.convs[0].weight.dtype) / 127.5 - 1.0
+        for conv in self.convs:
+            x = F.gelu(conv(x))
+        tokens = x.flatten(2).transpose(1, 2).contiguous()
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, modality, dim, size; the weights are the run's own (random init, trained with the decoder)."""
+        return {"name": self.name, "modality": self.modality, "dim": self.dim, "size": self.size,
+                "weights": "random init, trained with the decoder"}

@@ -1,0 +1,285 @@
+"""Training the language decoder by recipe (configs/vlm-*.yaml): a BPE tokenizer trained on the data's text
+(saved as tokenizer.json in the run directory), then stages in order - e.g. projector alignment on captions,
+then instruction tuning on QA - each choosing what trains (projectors, the LM fully or through LoRA, towers)
+and running on the shared Trainer (checkpoints, resume, metrics). Evaluation follows the last stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..config import reject_unknown
+from ..models.template import ChatTemplate, ChatTokenizer, extend_tokenizer, train_tokenizer
+from ..models.vlm import VisionLanguageModel, VLMConfig
+from ..nn.lora import apply_lora, merge_lora
+from .trainer import TrainConfig, Trainer
+from .vlm_data import DataConfig, MediaStore, Rows, Samples, conversations, corpus, load_samples, tokenize
+
+log = logging.getLogger(__name__)
+PARTS = ("projectors", "lm", "lora", "towers")
+
+
+@dataclass
+class StageConfig:
+    """One training stage: its data (a key of the recipe's `data`), what trains, and for how long."""
+
+    name: str = "vqa"
+    data: str = "vqa"
+    train: list[str] = field(default_factory=lambda: ["projectors", "lm"])  # of PARTS
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    time_budget_s: float = 0.0  # > 0: fit the step count to this budget after a short calibration
+    optim: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, lr=1e-3, weight_decay=0.05, warmup=50,
+                                                                   batch_size=32, eval_every=250, ckpt_every=500))
+
+
+@dataclass
+class VLMRecipe:
+    """A whole recipe: model, named datasets, stages, tokenizer size, device and evaluation size."""
+
+    model: VLMConfig = field(default_factory=VLMConfig)
+    data: dict[str, DataConfig] = field(default_factory=lambda: {"vqa": DataConfig()})
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    vocab_size: int = 512
+    template: ChatTemplate = field(default_factory=ChatTemplate)
+    device: str = "cpu"
+    bf16: bool = False  # bf16 autocast for training on CUDA
+    eval_n: int = 0  # questions (vqa) or images (caption) evaluated per dataset; 0 = the whole val split
+    eval_batch: int = 64
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VLMRecipe":
+        """Nested dicts (YAML) -> recipe, with errors naming unknown keys."""
+        data = dict(data)
+        reject_unknown(cls, data, "recipe")
+        if "model" in data:
+            data["model"] = VLMConfig.from_dict(data["model"])
+        if "data" in data:
+            data["data"] = {k: DataConfig(**v) for k, v in data["data"].items()}
+        if "stages" in data:
+            data["stages"] = [StageConfig(**{**s, "optim": TrainConfig(**s.get("optim", {}))}) for s in data["stages"]]
+        if "template" in data:
+            data["template"] = ChatTemplate(**data["template"])
+        return cls(**data)
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> VLMRecipe:
+    """Defaults, then a YAML recipe (its `data`, `stages` and `model.media` replace the defaults whole), then
+    dotted overrides (`stages.0.optim.steps=100`)."""
+    from ..config import _merge, apply_overrides
+
+    data = asdict(VLMRecipe())
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        for key in ("data", "stages"):
+            if key in loaded:
+                data[key] = loaded.pop(key)
+        if "media" in loaded.get("model", {}):
+            data["model"]["media"] = loaded["model"].pop("media")
+        _merge(data, loaded, str(path))
+    apply_overrides(data, list(overrides))
+    return VLMRecipe.from_dict(data)
+
+
+class TimeUp(RuntimeError):
+    """A stage ran past its hard deadline (budget + margin); the model keeps the steps it made."""
+
+
+def select_parameters(model: VisionLanguageModel, stage: StageConfig) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze (or wrap with LoRA) what the stage trains; returns those parameters."""
+    unknown = set(stage.train) - set(PARTS)
+    if unknown or not stage.train:
+        raise ValueError(f"stage {stage.name!r}: train {stage.train} must name some of {PARTS}")
+    if {"lm", "lora"} <= set(stage.train):
+        raise ValueError(f"stage {stage.name!r}: train the LM fully ('lm') or through LoRA ('lora'), not both")
+    model.requires_grad_(False)
+    params: list[torch.nn.Parameter] = []
+    if "projectors" in stage.train:
+        params += list(model.projectors.requires_grad_(True).parameters())
+    if "lm" in stage.train:
+        params += list(model.lm.requires_grad_(True).parameters())
+    if "lora" in stage.train:
+        params += apply_lora(model.lm, rank=stage.lora_rank, alpha=stage.lora_alpha)
+    if "towers" in stage.train:
+        frozen = [m for m, c in model.config.media.items() if not c.train_tower]
+        if frozen:
+            raise ValueError(f"stage {stage.name!r} trains towers but {frozen} are frozen (media.<m>.train_tower)")
+        params += list(model.towers.requires_grad_(True).parameters())
+    return [p for p in params if p.requires_grad]
+
+
+@dataclass
+class Prepared:
+    """A dataset ready for training and evaluation: samples, tokenized rows and media stores per split."""
+
+    config: DataConfig
+    train: Samples
+    val: Samples
+    rows: Rows | None = None
+    media: MediaStore | None = None
+    val_media: MediaStore | None = None
+
+
+def prepare_data(recipe: VLMRecipe, names: list[str]) -> dict[str, Prepared]:
+    """Samples of the datasets `names` (train and val splits), deterministic in the recipe's seed."""
+    out: dict[str, Prepared] = {}
+    seen: dict[str, Samples] = {}  # datasets over the same samples (captions and QA of one World) share them
+
+    def samples(cfg: DataConfig, split: str) -> Samples:
+        key = json.dumps([cfg.source, cfg.path, cfg.n_train if split == "train" else cfg.n_val, cfg.world, split],
+                         sort_keys=True)
+        if key not in seen:
+            seen[key] = load_samples(cfg, split, recipe.seed)
+        return seen[key]
+
+    for name in names:
+        if name not in recipe.data:
+            raise KeyError(f"a stage uses data {name!r} but the recipe defines {sorted(recipe.data)}")
+        cfg = recipe.data[name]
+        start = time.time()
+        out[name] = Prepared(cfg, samples(cfg, "train"), samples(cfg, "val"))
+        log.info("data %s: %d train / %d val samples in %.1fs", name, len(out[name].train), len(out[name].val),
+                 time.time() - start)
+    return out
+
+
+def build_tokenizer(recipe: VLMRecipe, data: dict[str, Prepared], run_dir: Path) -> ChatTokenizer:
+    """The run's tokenizer: reloaded from run_dir/tokenizer.json when resuming, else trained and saved there."""
+    if (run_dir / "tokenizer.json").is_file():
+        return ChatTokenizer.load(run_dir)
+    modalities = list(recipe.model.media)
+    if recipe.model.decoder_path:  # a pretrained decoder keeps its tokenizer, extended with our special tokens
+        from tokenizers import Tokenizer
+
+        path = Path(recipe.model.decoder_path) / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the pretrained decoder has no tokenizer.json")
+        base = extend_tokenizer(Tokenizer.from_file(str(path)), recipe.template, modalities)
+    else:
+        texts = [t for p in data.values() for t in corpus(p.train, p.config)]
+        base = train_tokenizer(texts, recipe.vocab_size, recipe.template, modalities)
+    tokenizer = ChatTokenizer(base, recipe.template)
+    tokenizer.save(run_dir)
+    return tokenizer
+
+
+def build_model(recipe: VLMRecipe, tokenizer: ChatTokenizer) -> VisionLanguageModel:
+    """The model of the recipe, its decoder's vocabulary, padding and end tokens set from the tokenizer."""
+    config = recipe.model
+    if not config.decoder_path:  # a loaded decoder keeps its own; generation also stops at the template's marker
+        config.decoder.vocab_size = tokenizer.vocab_size
+        config.decoder.pad_token_id, config.decoder.eos_token_ids = tokenizer.pad_id, list(tokenizer.stop_ids)
+    torch.manual_seed(recipe.seed)
+    return VisionLanguageModel(config, tokenizer).to(recipe.device)
+
+
+def attach(model: VisionLanguageModel, prepared: Prepared, recipe: VLMRecipe, run_dir: Path) -> None:
+    """Tokenize the training conversations and set up media stores (frozen-tower tokens cached in run_dir)."""
+    if prepared.rows is not None:
+        return
+    cfg, frozen = prepared.config, not model.config.media["image"].train_tower
+    convs, image_rows = conversations(prepared.train, cfg, recipe.seed)
+    prepared.rows = tokenize(model.tokenizer, convs, image_rows)
+    tag = json.dumps(asdict(cfg), sort_keys=True)
+    tower, device = model.towers["image"], recipe.device
+    prepared.media = MediaStore(prepared.train.images, tower, frozen, run_dir / "cache", tag + ":train",
+                                device=device).to(device)
+    prepared.val_media = MediaStore(prepared.val.images, tower, frozen, run_dir / "cache", tag + ":val",
+                                    device=device).to(device)
+
+
+def train_stage(model: VisionLanguageModel, stage: StageConfig, prepared: Prepared, recipe: VLMRecipe,
+                run_dir: Path, progress: bool = True) -> list[dict[str, Any]]:
+    """Train one stage with the shared Trainer (resuming its latest checkpoint); LoRA is merged at the end."""
+    params = select_parameters(model, stage)
+    rows, cuda = prepared.rows, recipe.device.startswith("cuda")
+    assert rows is not None and prepared.media is not None
+    batches = rows.batches(stage.optim.batch_size, prepared.media, recipe.seed, recipe.device)
+    val_convs, val_rows = conversations(prepared.val, prepared.config, recipe.seed)
+    val = tokenize(model.tokenizer, val_convs[:256], val_rows[:256])
+    val_batch = val.batch(torch.arange(min(len(val), stage.optim.batch_size)), prepared.val_media, recipe.device)
+    clock = {"start": None, "calibrated": stage.time_budget_s <= 0}
+    trainer = Trainer(model, stage.optim, run_dir, name=stage.name, params=params, progress=progress)
+    trainer.resume()
+    first = trainer.step
+
+    def step_fn(m: VisionLanguageModel, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        now = time.time()
+        done = trainer.step - first
+        if done == 5:  # after warm-up (allocator, kernels): time the steps that follow
+            clock["start"] = now
+        elif not clock["calibrated"] and done == 25:
+            per_step = (now - clock["start"]) / 20
+            left = stage.time_budget_s - (now - clock["t0"])
+            trainer.config.steps = max(trainer.step + 1, min(trainer.config.steps, trainer.step + int(left / per_step)))
+            clock["calibrated"] = True
+            log.info("%s: %.1f ms/step -> %d steps in the %ds budget", stage.name, 1000 * per_step,
+                     trainer.config.steps, stage.time_budget_s)
+        if stage.time_budget_s > 0 and now - clock["t0"] > 1.15 * stage.time_budget_s + 10:
+            raise TimeUp(f"{stage.name}: past its {stage.time_budget_s:.0f}s budget at step {trainer.step}")
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and recipe.bf16):
+            return m.loss(batch)
+
+    def evaluate(m: VisionLanguageModel) -> dict[str, float]:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and recipe.bf16):
+            loss, logs = m.loss(val_batch)
+        return {"loss": round(float(loss), 4), "token_acc": round(100 * logs["token_acc"], 2)}
+
+    clock["t0"] = time.time()
+    try:
+        history = trainer.fit(batches, step_fn, evaluate)
+    except TimeUp as exc:
+        log.warning("%s; keeping the model as it is", exc)
+        history = trainer.history
+    if "lora" in stage.train:
+        merge_lora(model.lm)
+    model.requires_grad_(False)
+    return history
+
+
+def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
+    """Data -> tokenizer -> model -> every stage in order (the model saved to run_dir/model after each) ->
+    evaluation (run_dir/eval.json) and a loss curve (run_dir/loss.png). Returns the evaluation report."""
+    from ..eval.plots import loss_curve
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+    data = prepare_data(recipe, list(dict.fromkeys(s.data for s in recipe.stages)))
+    tokenizer = build_tokenizer(recipe, data, run_dir)
+    model = build_model(recipe, tokenizer)
+    done = json.loads((run_dir / "stages_done.json").read_text()) if (run_dir / "stages_done.json").is_file() else []
+    if done and (run_dir / "model" / "config.json").is_file():
+        model = VisionLanguageModel.load(run_dir / "model", recipe.device)
+    timings = {}
+    for stage in recipe.stages:
+        if stage.name in done:
+            continue
+        start = time.time()
+        attach(model, data[stage.data], recipe, run_dir)
+        train_stage(model, stage, data[stage.data], recipe, run_dir, progress)
+        timings[stage.name] = round(time.time() - start, 1)
+        model.save(run_dir / "model")
+        done.append(stage.name)
+        (run_dir / "stages_done.json").write_text(json.dumps(done))
+    if (run_dir / "metrics.jsonl").is_file():
+        loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    if not evaluate:
+        return {"train_seconds": timings}
+    from ..eval.vlm import evaluate_data
+
+    report: dict[str, Any] = {"n": 0, "train_seconds": timings}
+    for name, prepared in data.items():
+        attach(model, prepared, recipe, run_dir)
+        report[name] = evaluate_data(model, prepared, recipe, pictures=run_dir / f"examples-{name}.png")
+        report["n"] += report[name]["n"]
+    (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    return report

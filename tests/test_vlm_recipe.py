@@ -1,0 +1,108 @@
+"""Training by recipe, LLaVA-style, on a tiny pretrained (random HF Llama) decoder: projector alignment on World
+captions with the LM frozen, then instruction tuning on World QA through LoRA; resume; evaluation JSON; the
+`sensorium vlm` and `sensorium chat` commands, including their bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _vlm import image
+
+from sensorium.cli import main
+from sensorium.models.vlm import VisionLanguageModel
+from sensorium.train.vlm import load_recipe, run_recipe
+
+transformers = pytest.importorskip("transformers")
+
+RECIPE = """
+model:
+  media:
+    image:
+      tower: image-patches
+      tower_args: {size: 16, patch: 8}
+      projector: {kind: pixel_shuffle, factor: 2}
+  decoder_path: DECODER
+data:
+  captions: {source: world, task: caption, n_train: 8, n_val: 3, world: {image_size: 16, max_objects: 2}}
+  vqa: {source: world, task: vqa, n_train: 8, n_val: 2, turns: 3, world: {image_size: 16, max_objects: 2}}
+stages:
+  - {name: align, data: captions, train: [projectors], optim: {steps: 3, batch_size: 4, warmup: 1, eval_every: 3}}
+  - {name: instruct, data: vqa, train: [projectors, lora], lora_rank: 2,
+     optim: {steps: 3, batch_size: 4, warmup: 1, eval_every: 3}}
+eval_batch: 8
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    root = tmp_path_factory.mktemp("vlm")
+    decoder = root / "decoder"
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=290, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                   tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(decoder)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["a red circle on the left", "what shape is it"] * 10,
+                            trainers.BpeTrainer(vocab_size=290, special_tokens=["<unk>", "<s>", "</s>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(decoder / "tokenizer.json"))
+    (root / "recipe.yaml").write_text(RECIPE.replace("DECODER", str(decoder)))
+    recipe = load_recipe(root / "recipe.yaml", ["seed=1"])
+    report = run_recipe(recipe, root / "run", progress=False)
+    return root, report
+
+
+def test_two_stage_recipe_trains_saves_and_evaluates(run):
+    root, report = run
+    out = root / "run"
+    assert (out / "tokenizer.json").is_file() and (out / "model" / "model.safetensors").is_file()
+    assert json.loads((out / "stages_done.json").read_text()) == ["align", "instruct"]
+    stages = {json.loads(line)["stage"] for line in (out / "metrics.jsonl").read_text().splitlines()}
+    assert stages == {"align", "instruct"}
+    assert set(report["vqa"]["by_family"]) == {"relational", "non-relational"} and report["vqa"]["n"] > 0
+    assert "cider_d" in report["captions"] and "baseline_most_frequent_caption" in report["captions"]
+    model = VisionLanguageModel.load(out)
+    assert model.lm.cfg.vocab_size > 290  # the LM's vocabulary grew by our special tokens
+    assert not any("lora" in k for k in model.state_dict())  # LoRA merged back into plain weights
+    again = run_recipe(load_recipe(out / "recipe.yaml"), out, progress=False, evaluate=False)
+    assert again["train_seconds"] == {}  # finished stages are not trained again
+
+
+def test_align_stage_leaves_the_decoder_frozen(run, tmp_path):
+    from safetensors.torch import load_file
+
+    root, _ = run
+    recipe = load_recipe(root / "recipe.yaml", ["stages.1.optim.steps=0"])
+    recipe.stages = recipe.stages[:1]
+    run_recipe(recipe, tmp_path, progress=False, evaluate=False)
+    before = load_file(str(root / "decoder" / "model.safetensors"))["model.layers.0.mlp.up_proj.weight"]
+    after = load_file(str(tmp_path / "model" / "model.safetensors"))["lm.transformer.blocks.0.mlp.up.weight"]
+    assert torch.equal(before, after)
+
+
+def test_chat_and_eval_commands(run, tmp_path, capsys):
+    root, _ = run
+    picture = tmp_path / "p.png"
+    image(size=16).save(picture)
+    assert main(["chat", str(root / "run"), "--image", str(picture), "--max-new-tokens", "4", "What shape?"]) == 0
+    assert main(["chat", str(root / "run"), "--image", str(picture), "--beams", "2", "--max-new-tokens", "3",
+                 "What shape?"]) == 0
+    assert main(["vlm", "eval", str(root / "run"), "--n", "4", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["vqa"]["n"] == 4
+    capsys.readouterr()
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert main(["chat", str(root / "run"), "--image", str(tmp_path / "bad.png"), "What?"]) == 1
+    assert "cannot decode as image" in capsys.readouterr().err
+    assert main(["chat", str(root / "run"), "--image", str(picture), "<image> vs <image>?"]) == 1
+    assert "2 <image> placeholder(s) but 1 image" in capsys.readouterr().err
+    assert main(["chat", str(root / "run"), "--image", str(root / "recipe.yaml"), "What?"]) == 1
+    assert "is not a image file" in capsys.readouterr().err
+    long = "What shape is it? " * 80
+    assert main(["chat", str(root / "run"), "--image", str(picture), long]) == 1
+    assert "longer than the decoder's context" in capsys.readouterr().err
