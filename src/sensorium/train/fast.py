@@ -3,7 +3,8 @@
 - `clip_config(name)`: Sensorium's DualEncoder at open_clip's model dimensions (ViT-B-16, ViT-B-32, tiny).
 - `accelerate(module, cfg)`: an in-place patch (state-dict keys unchanged) that runs every transformer
   Block through one `torch.compile`d function (regional compilation: one graph per block shape, reused by
-  all layers) and/or activation checkpointing; or compiles the whole module.
+  all layers), with activation checkpointing and a bf16 residual stream under autocast; or compiles the
+  whole module.
 - `ContrastiveStep`: forward under bf16 autocast, contrastive loss in float32 (gathered across ranks),
   backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
   synchronises with the host: the loss comes back as a device tensor.
@@ -71,6 +72,9 @@ class FastConfig:
     compile: str = "none"  # none | blocks (regional: every transformer Block) | model (the whole module)
     compile_backend: str = "inductor"  # aot_eager / eager trace without generating kernels (CPU tests)
     checkpoint: bool = False  # activation checkpointing of every transformer Block
+    # residual stream in the autocast dtype (bf16) rather than float32, as open_clip's vision tower has it
+    # under autocast: half the bytes for every norm and residual add; norms still compute in float32
+    autocast_residual: bool = True
     local_loss: bool = False
     loss: str = "clip"  # clip | siglip
     bf16: bool = True  # bf16 autocast for the towers (the loss is computed in float32)
@@ -88,13 +92,15 @@ def _block_forward(block: Block, x: torch.Tensor, mask: torch.Tensor | None, is_
     return Block.forward(block, x, mask, is_causal)
 
 
-def _patch_block(block: Block, run: Callable[..., torch.Tensor], recompute: bool) -> None:
+def _patch_block(block: Block, run: Callable[..., torch.Tensor], recompute: bool, cast: bool) -> None:
     """Route `block.forward` through `run` when no RoPE or KV cache is used (the `layer` index is dropped,
-    so one compiled graph serves every layer of the same shape)."""
+    so one compiled graph serves every layer of the same shape); `cast`: input to the autocast dtype."""
     original = block.forward
 
     def forward(x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, rope=None,
                 cache=None, layer: int = 0) -> torch.Tensor:
+        if cast and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         if rope is not None or cache is not None:
             return original(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer)
         return run(block, x, mask, is_causal, recompute and torch.is_grad_enabled())
@@ -112,9 +118,9 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
         run = torch.compile(_block_forward, dynamic=False, backend=cfg.compile_backend)
     else:
         run = _block_forward
-    if cfg.checkpoint or cfg.compile == "blocks":
+    if cfg.checkpoint or cfg.compile == "blocks" or (cfg.autocast_residual and cfg.bf16):
         for block in blocks:
-            _patch_block(block, run, cfg.checkpoint)
+            _patch_block(block, run, cfg.checkpoint, cfg.autocast_residual and cfg.bf16)
     if cfg.compile == "model":
         return torch.compile(module, dynamic=False, backend=cfg.compile_backend)
     return module
@@ -206,12 +212,12 @@ class ContrastiveStep:
                              f"accum={n} equal micro-batches")
         with memory_advice(f"a training step (batch {pixels.shape[0]}, accum {n}, checkpoint "
                            f"{self.cfg.checkpoint}, local_loss {self.cfg.local_loss})"):
-            total = torch.zeros((), device=pixels.device)
+            total = None
             for i, (p, t) in enumerate(zip(pixels.chunk(n), ids.chunk(n))):
                 with self._sync(i == n - 1):
-                    loss = self.forward_loss(p, t) / n
+                    loss = self.forward_loss(p, t) / n if n > 1 else self.forward_loss(p, t)
                     loss.backward()
-                total += loss.detach()
+                total = loss.detach() if total is None else total + loss.detach()
             if self.cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
             self.optimizer.step()
