@@ -79,7 +79,7 @@ def wrap(pair: nn.Module, strategy: str, device: torch.device) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(pair, device_ids=[device.index] if device.type == "cuda" else None,
-                                       broadcast_buffers=False, gradient_as_bucket_view=True)
+                                       gradient_as_bucket_view=True)
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
