@@ -109,11 +109,11 @@ class VisionTower(nn.Module):
         kind = self.cfg.pool
         if self.cfg.norm_after_pool:
             return self.post_norm(x[:, 0] if kind == "cls" else x[:, int(self.cfg.class_token):].mean(1))
+        if kind == "cls":  # the norm is per token: normalising the class token alone gives the same vector
+            return self.post_norm(x[:, 0])
         x = self.post_norm(x)
         if kind == "attn":
             return self.head(x)
-        if kind == "cls":
-            return x[:, 0]
         if kind == "mean":
             return x[:, int(self.cfg.class_token):].mean(1)
         raise ValueError(f"unknown vision pool {kind!r}")

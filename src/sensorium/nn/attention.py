@@ -71,7 +71,9 @@ class Attention(nn.Module):
         """x [B, T, dim] (and context [B, S, dim]) -> q [B, H, T, D], k, v [B, H_kv, S, D]."""
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         source = x if context is None else context
-        if self.fused_qkv:
+        if self.fused_qkv and context is None:  # self-attention: one GEMM for q, k and v
+            q, k, v = self.qkv(x).split([q_dim, kv_dim, kv_dim], dim=-1)
+        elif self.fused_qkv:
             w, b = self.qkv.weight, self.qkv.bias
             wq, wkv = w.split([q_dim, 2 * kv_dim])
             bq, bkv = b.split([q_dim, 2 * kv_dim]) if b is not None else (None, None)

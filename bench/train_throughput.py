@@ -1,0 +1,370 @@
+"""Contrastive training and embedding throughput: Sensorium's DualEncoder at open_clip's ViT-B-16 / ViT-B-32
+dimensions against open_clip itself, in one run on one device: same batch, bf16 autocast, fused AdamW,
+synthetic data. Training rows report samples/s, MFU (FLOPs of one forward+backward counted by
+torch.utils.flop_counter on the eager model, over --peak-flops) and peak memory; embedding rows images/s
+and texts/s.
+
+    pip install --no-deps -q --target /tmp/ocw .carry/wheels/*.whl   # open_clip: not a Sensorium dependency
+    PYTHONPATH=src:/tmp/ocw python3 bench/train_throughput.py --out OUT --time-budget-s 250
+    PYTHONPATH=src python3 bench/train_throughput.py --tiny --out /tmp/tp      # CPU plumbing check, seconds
+
+Rows run in order of importance; one that would not fit in what is left of --time-budget-s is recorded as
+skipped, one that fails is recorded with its error. OUT/train_throughput.json is rewritten after every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
+from sensorium.train.fast import (MODEL_CFGS, ContrastiveStep, FastConfig, accelerate, clip_config,  # noqa: E402
+                                  count_flops, synthetic_batch, time_steps)
+from sensorium.train.trainer import TrainConfig, make_optimizer  # noqa: E402
+
+H100_BF16_DENSE = 989e12
+VARIANTS = {  # variant -> (compile, activation checkpointing)
+    "eager": ("none", False), "compile": ("blocks", False), "compile-model": ("model", False),
+    "compile+checkpoint": ("blocks", True)}
+
+
+@dataclass
+class Row:
+    """One measurement: what it runs and how long it needs at least (skipped when less time is left)."""
+
+    task: str  # train | embed
+    impl: str  # sensorium | open_clip
+    model: str
+    variant: str  # eager | compile | compile-model | compile+checkpoint
+    min_s: float
+
+    @property
+    def name(self) -> str:
+        """task/impl/model/variant."""
+        return f"{self.task}/{self.impl}/{self.model}/{self.variant}"
+
+
+def plan(models: list[str]) -> list[Row]:
+    """Rows in order of importance: the open_clip vs Sensorium training comparison per model, embedding
+    throughput, open_clip compiled, then further Sensorium variants."""
+    first = models[0]
+    rows = []
+    for m in models:
+        rows += [Row("train", "open_clip", m, "eager", 12), Row("train", "sensorium", m, "eager", 12),
+                 Row("train", "sensorium", m, "compile", 60)]
+    rows += [Row("embed", "open_clip", first, "eager", 8), Row("embed", "sensorium", first, "eager", 8)]
+    rows += [Row("train", "open_clip", m, "compile", 80) for m in models]
+    rows += [Row("embed", "sensorium", first, "compile", 45), Row("embed", "open_clip", first, "compile", 60),
+             Row("train", "sensorium", first, "compile+checkpoint", 50),
+             Row("train", "sensorium", first, "compile-model", 90)]
+    return rows
+
+
+def import_open_clip() -> tuple[Any, str | None]:
+    """open_clip, or None and why not. Its tokenizer's `regex` dependency is replaced by `re` if missing
+    (this bench feeds token ids and never tokenizes)."""
+    try:
+        import open_clip
+
+        return open_clip, None
+    except ModuleNotFoundError as err:
+        if err.name != "regex":
+            return None, f"{type(err).__name__}: {err}"
+    except Exception as err:  # noqa: BLE001 - any import failure only disables the open_clip rows
+        return None, f"{type(err).__name__}: {err}"
+    import re
+
+    sys.modules["regex"] = re
+    try:
+        import open_clip
+
+        return open_clip, "regex missing: stood in by re (tokenizer unused)"
+    except Exception as err:  # noqa: BLE001
+        return None, f"{type(err).__name__}: {err}"
+
+
+class Context:
+    """Settings shared by all rows."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, open_clip: Any, deadline: float):
+        self.args, self.device, self.open_clip, self.deadline = args, device, open_clip, deadline
+
+    def autocast(self):
+        """bf16 autocast on this device (disabled by --no-amp)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=not self.args.no_amp)
+
+    def timing(self, fn: Callable[[], Any], target_s: float | None = None) -> dict[str, Any]:
+        """time_steps with this run's warmup, target and deadline."""
+        return time_steps(fn, self.device, warmup=self.args.warmup, target_s=target_s or self.args.target_s,
+                          max_steps=self.args.max_steps, deadline=self.deadline)
+
+
+def _open_clip_model(ctx: Context, model: str) -> torch.nn.Module:
+    with ctx.device:  # initialise on the device: seconds saved per row at ViT-B size
+        return ctx.open_clip.model.CLIP(**copy.deepcopy(MODEL_CFGS[model])).to(ctx.device)
+
+
+def _sensorium_model(ctx: Context, cfg) -> DualEncoder:
+    with ctx.device:
+        return DualEncoder(cfg).to(ctx.device)
+
+
+def _open_clip_loss_fn(ctx: Context, module: torch.nn.Module, pixels, ids) -> Callable[[], torch.Tensor]:
+    """open_clip's training forward: towers and ClipLoss under autocast (as its train.py does)."""
+    loss = ctx.open_clip.loss.ClipLoss()
+
+    def forward_loss() -> torch.Tensor:
+        with ctx.autocast():
+            out = module(pixels, ids)
+            if isinstance(out, dict):
+                out = (out["image_features"], out["text_features"], out["logit_scale"])
+            return loss(out[0], out[1], out[2])
+    return forward_loss
+
+
+def train_row(row: Row, ctx: Context) -> dict[str, Any]:
+    """Samples/s, MFU and peak memory of full training steps (forward, loss, backward, fused AdamW)."""
+    args, dev = ctx.args, ctx.device
+    cfg = clip_config(row.model)
+    pixels, ids = synthetic_batch(cfg, args.batch_size, dev)
+    compile_mode, ckpt = VARIANTS[row.variant]
+    if row.impl == "sensorium":
+        model = _sensorium_model(ctx, cfg)
+        eager = ContrastiveStep(model, FastConfig(bf16=not args.no_amp))
+        flops = count_flops(lambda: eager.forward_loss(pixels, ids).backward())
+        model.zero_grad(set_to_none=True)
+        del eager
+        step = ContrastiveStep(model, FastConfig(compile=compile_mode, compile_backend=args.compile_backend,
+                                                 checkpoint=ckpt, bf16=not args.no_amp))
+        run = lambda: step(pixels, ids)  # noqa: E731
+    else:
+        if row.variant not in ("eager", "compile"):  # open_clip's own option: torch.compile of the model
+            raise ValueError(f"open_clip rows support eager and compile, not {row.variant}")
+        model = _open_clip_model(ctx, row.model)
+        flops = count_flops(lambda: _open_clip_loss_fn(ctx, model, pixels, ids)().backward())
+        model.zero_grad(set_to_none=True)
+        module = model if row.variant == "eager" else torch.compile(model, backend=args.compile_backend)
+        forward_loss = _open_clip_loss_fn(ctx, module, pixels, ids)
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(lr=5e-4))
+
+        def run() -> torch.Tensor:
+            loss = forward_loss()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss.detach()
+    t = ctx.timing(run)
+    loss = float(t.pop("last"))
+    if not torch.isfinite(torch.tensor(loss)):
+        raise FloatingPointError(f"loss became {loss}")
+    per_s = args.batch_size / t["step_s"]
+    return {"samples_per_s": per_s, "step_ms": 1000 * t["step_s"], "steps_timed": t["steps"],
+            "warmup_s": t["warmup_s"], "flops_per_sample": flops / args.batch_size,
+            "tflops_per_s": flops / t["step_s"] / 1e12, "mfu": flops / t["step_s"] / args.peak_flops,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "final_loss": loss}
+
+
+def embed_row(row: Row, ctx: Context) -> dict[str, Any]:
+    """Images/s and texts/s of L2-normalised embeddings under inference_mode and autocast."""
+    args, dev = ctx.args, ctx.device
+    cfg = clip_config(row.model)
+    pixels, ids = synthetic_batch(cfg, args.embed_batch, dev)
+    compile_mode, _ = VARIANTS[row.variant]
+    if row.impl == "sensorium":
+        model = _sensorium_model(ctx, cfg).eval()
+        accelerate(model, FastConfig(compile=compile_mode, compile_backend=args.compile_backend))
+        image, text = model.encode_image, model.encode_text
+    else:
+        model = _open_clip_model(ctx, row.model).eval()
+        image, text = model.encode_image, model.encode_text
+        if compile_mode != "none":
+            image, text = (torch.compile(f, backend=args.compile_backend) for f in (image, text))
+    out: dict[str, Any] = {"batch": args.embed_batch}
+    with torch.inference_mode(), ctx.autocast():
+        for name, fn, x in (("images", image, pixels), ("texts", text, ids)):
+            t = ctx.timing(lambda: fn(x, normalize=True), target_s=args.target_s / 2)
+            out[f"{name}_per_s"] = args.embed_batch / t["step_s"]
+            out[f"{name}_warmup_s"] = t["warmup_s"]
+    return out
+
+
+def run_row(row: Row, ctx: Context) -> dict[str, Any]:
+    """Run one row in isolation: its errors are recorded, its memory and compiled graphs released."""
+    from torch._dynamo.utils import counters
+
+    record: dict[str, Any] = {"name": row.name, **asdict(row)}
+    if row.impl == "open_clip" and ctx.open_clip is None:
+        return {**record, "status": "skipped", "reason": "open_clip not importable"}
+    counters.clear()
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    start = time.perf_counter()
+    try:
+        record.update(train_row(row, ctx) if row.task == "train" else embed_row(row, ctx))
+        record["status"] = "ok"
+    except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
+        record.update(status="error", error=f"{type(err).__name__}: {err}"[:2000],
+                      traceback=traceback.format_exc(limit=-8)[-4000:])
+    record["wall_s"] = time.perf_counter() - start
+    if ctx.device.type == "cuda":
+        record["peak_mem_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30
+    if row.variant != "eager":
+        record["dynamo"] = {"unique_graphs": counters["stats"].get("unique_graphs", 0),
+                            "graph_breaks": sum(counters["graph_break"].values())}
+    gc.collect()
+    torch._dynamo.reset()
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return record
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per model: open_clip eager and best, Sensorium best, and the speed-ups between them."""
+    out: dict[str, Any] = {}
+    ok = [r for r in rows if r.get("status") == "ok"]
+    for model in dict.fromkeys(r["model"] for r in ok):
+        train = [r for r in ok if r["model"] == model and r["task"] == "train"]
+        oc = [r for r in train if r["impl"] == "open_clip"]
+        ours = [r for r in train if r["impl"] == "sensorium"]
+        s: dict[str, Any] = {}
+        if ours:
+            best = max(ours, key=lambda r: r["samples_per_s"])
+            s.update(sensorium_best=best["variant"], sensorium_samples_per_s=best["samples_per_s"],
+                     sensorium_mfu=best["mfu"])
+        for label, pick in (("eager", [r for r in oc if r["variant"] == "eager"]), ("best", oc)):
+            if pick:
+                ref = max(pick, key=lambda r: r["samples_per_s"])
+                s[f"open_clip_{label}_samples_per_s"] = ref["samples_per_s"]
+                if ours:
+                    s[f"speedup_vs_open_clip_{label}"] = s["sensorium_samples_per_s"] / ref["samples_per_s"]
+        embed = {r["impl"]: r for r in ok if r["model"] == model and r["task"] == "embed" and r["variant"] == "eager"}
+        if len(embed) == 2:
+            for kind in ("images", "texts"):
+                s[f"embed_{kind}_ratio_eager"] = embed["sensorium"][f"{kind}_per_s"] / embed["open_clip"][f"{kind}_per_s"]
+        out[model] = s
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the rows."""
+    lines = ["| row | status | samples/s | MFU | images/s | texts/s | peak GiB | warmup s |",
+             "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda r, k, f: format(r[k], f) if isinstance(r.get(k), (int, float)) else "-"  # noqa: E731
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if isinstance(r.get("mfu"), float) else "-"
+        lines.append(f"| {r['name']} | {r['status']} | {fmt(r, 'samples_per_s', ',.0f')} | {mfu} | "
+                     f"{fmt(r, 'images_per_s', ',.0f')} | {fmt(r, 'texts_per_s', ',.0f')} | "
+                     f"{fmt(r, 'peak_mem_gib', '.1f')} | {fmt(r, 'warmup_s', '.1f')} |")
+    return "\n".join(lines)
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """Name, compute capability and memory of the device."""
+    if device.type != "cuda":
+        return {"type": device.type, "name": "cpu"}
+    p = torch.cuda.get_device_properties(device)
+    return {"type": "cuda", "name": p.name, "capability": f"{p.major}.{p.minor}",
+            "memory_gib": p.total_memory / 2**30, "count": torch.cuda.device_count()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the planned rows within the time budget; write JSON (and a Markdown table) to --out."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for train_throughput.json / .md")
+    p.add_argument("--tiny", action="store_true", help="tiny model on CPU in seconds (plumbing check)")
+    p.add_argument("--models", default=None, help="comma list (default ViT-B-16,ViT-B-32; tiny with --tiny)")
+    p.add_argument("--only", default="", help="comma list of substrings: run only rows whose name has one")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch (default 256; 8 with --tiny)")
+    p.add_argument("--embed-batch", type=int, default=None, help="embedding batch (default 1024; 8 with --tiny)")
+    p.add_argument("--time-budget-s", type=float, default=270.0, help="skip rows that would not fit")
+    p.add_argument("--target-s", type=float, default=None, help="timed seconds per row (default 3)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--max-steps", type=int, default=50)
+    p.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE, help="for MFU (H100 dense bf16)")
+    p.add_argument("--compile-backend", default=None, help="inductor (default; aot_eager with --tiny)")
+    p.add_argument("--no-amp", action="store_true", help="float32 instead of bf16 autocast")
+    p.add_argument("--device", default=None)
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    tiny = args.tiny
+    args.batch_size = args.batch_size or (8 if tiny else 256)
+    args.embed_batch = args.embed_batch or (8 if tiny else 1024)
+    args.target_s = args.target_s or (0.2 if tiny else 3.0)
+    args.compile_backend = args.compile_backend or ("aot_eager" if tiny else "inductor")
+    device = torch.device(args.device or ("cpu" if tiny or not torch.cuda.is_available() else "cuda"))
+    if tiny and device.type == "cpu":
+        torch.set_num_threads(1)  # tiny shapes gain nothing from threads; on shared cores they stall on barriers
+    models = (args.models or ("tiny" if tiny else "ViT-B-16,ViT-B-32")).split(",")
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    open_clip, oc_note = import_open_clip()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        from _machine import machine
+
+        host = machine()
+    except Exception as err:  # noqa: BLE001 - the machine block is informative only
+        host = {"error": str(err)}
+    doc: dict[str, Any] = {
+        "bench": "train_throughput", "status": "running", "command": " ".join(sys.argv),
+        "device": device_info(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "open_clip": getattr(open_clip, "__version__", None), "open_clip_note": oc_note, "machine": host,
+        "settings": {"batch_size": args.batch_size, "embed_batch": args.embed_batch,
+                     "amp": "none" if args.no_amp else "bf16 autocast", "optimizer": "AdamW (fused on CUDA)",
+                     "data": "synthetic, on device", "peak_flops": args.peak_flops, "tf32": True,
+                     "compile_backend": args.compile_backend, "time_budget_s": args.time_budget_s,
+                     "target_s": args.target_s, "warmup_steps": args.warmup,
+                     "mfu_flops": "torch.utils.flop_counter, one eager forward+backward (no recompute)"},
+        "rows": []}
+    rows = [r for r in plan(models) if not args.only or any(s in r.name for s in args.only.split(","))]
+    deadline = start + args.time_budget_s
+
+    def save() -> None:
+        doc["elapsed_s"] = time.perf_counter() - start
+        doc["summary"] = summarize(doc["rows"])
+        tmp = out / "train_throughput.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.replace(out / "train_throughput.json")
+
+    ctx = Context(args, device, open_clip, deadline)
+    for row in rows:
+        min_s = 0.0 if tiny else row.min_s
+        if time.perf_counter() + min_s > deadline:
+            doc["rows"].append({"name": row.name, **asdict(row), "status": "skipped",
+                                "reason": f"time budget: {deadline - time.perf_counter():.0f}s left, "
+                                          f"row needs ~{min_s:.0f}s"})
+            save()
+            continue
+        doc["running"] = row.name
+        save()
+        record = run_row(row, ctx)
+        doc["rows"].append(record)
+        print(f"[{time.perf_counter() - start:6.1f}s] {row.name}: {record['status']} "
+              + (record.get("error", "") or json.dumps({k: round(v, 3) for k, v in record.items()
+                                                        if k.endswith("_per_s") or k == "mfu"})), flush=True)
+        save()
+    doc.pop("running", None)
+    doc["status"] = "done"
+    save()
+    md = table(doc["rows"])
+    (out / "train_throughput.md").write_text(md + "\n")
+    print(md)
+    print(json.dumps(doc["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Fast contrastive training of a dual encoder on one GPU or many.
+
+- `clip_config(name)`: Sensorium's DualEncoder at open_clip's model dimensions (ViT-B-16, ViT-B-32, tiny).
+- `accelerate(module, cfg)`: an in-place patch (state-dict keys unchanged) that runs every transformer
+  Block through one `torch.compile`d function (regional compilation: one graph per block shape, reused by
+  all layers), with activation checkpointing and a bf16 residual stream under autocast; or compiles the
+  whole module.
+- `ContrastiveStep`: forward under bf16 autocast, contrastive loss in float32 (gathered across ranks),
+  backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
+  synchronises with the host: the loss comes back as a device tensor.
+- `memory_advice`: CUDA out-of-memory re-raised with the options that lower memory.
+- `count_flops`, `time_steps`, `synthetic_batch`: what the benchmarks measure with.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from ..models.dual_encoder import DualEncoder, DualEncoderConfig
+from ..nn import Block
+from ..objectives import LOSSES
+from .trainer import TrainConfig, make_optimizer
+
+# open_clip's model configs (open_clip/model_configs/<name>.json, v3.3.0) plus a tiny one for CPU tests.
+MODEL_CFGS: dict[str, dict[str, Any]] = {
+    "ViT-B-16": {"embed_dim": 512,
+                 "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}},
+    "ViT-B-32": {"embed_dim": 512,
+                 "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}},
+    "tiny": {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+             "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 2}},
+}
+
+MEMORY_OPTIONS = (
+    "a smaller batch per GPU (--batch-size)",
+    "gradient accumulation (--accum N, FastConfig.accum): the same samples per optimizer step in N micro-batches, "
+    "about N times less activation memory (each contrastive loss then sees batch/N negatives)",
+    "activation checkpointing (--checkpoint, FastConfig.checkpoint): blocks are recomputed in backward "
+    "(about a third more compute)",
+    "local loss (--local-loss, FastConfig.local_loss; several GPUs): each rank scores its own rows against the "
+    "global batch, B_local x B_global logits instead of B_global x B_global",
+    "FSDP2 (--strategy fsdp; several GPUs): parameters, gradients and optimizer state are sharded",
+)
+
+
+def clip_config(name: str) -> DualEncoderConfig:
+    """DualEncoderConfig with the dimensions of open_clip model `name` (see MODEL_CFGS), fused QKV."""
+    from ..towers.openclip import openclip_config
+
+    if name not in MODEL_CFGS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_CFGS)}")
+    cfg = openclip_config(copy.deepcopy(MODEL_CFGS[name]), name)
+    cfg.vision.transformer.fused_qkv = cfg.text.transformer.fused_qkv = True
+    return cfg
+
+
+@dataclass
+class FastConfig:
+    """Speed and memory options of the contrastive training step."""
+
+    compile: str = "none"  # none | blocks (regional: every transformer Block) | model (the whole module)
+    compile_backend: str = "inductor"  # aot_eager / eager trace without generating kernels (CPU tests)
+    checkpoint: bool = False  # activation checkpointing of every transformer Block
+    # residual stream in the autocast dtype (bf16) rather than float32, as open_clip's vision tower has it
+    # under autocast: half the bytes for every norm and residual add; norms still compute in float32
+    autocast_residual: bool = True
+    local_loss: bool = False
+    loss: str = "clip"  # clip | siglip
+    bf16: bool = True  # bf16 autocast for the towers (the loss is computed in float32)
+    accum: int = 1  # micro-batches per optimizer step
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    grad_clip: float = 0.0  # 0 = no clipping
+
+
+def _block_forward(block: Block, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
+                   recompute: bool) -> torch.Tensor:
+    """One transformer block, optionally under non-reentrant activation checkpointing."""
+    if recompute:
+        return _checkpoint(Block.forward, block, x, mask, is_causal, use_reentrant=False)
+    return Block.forward(block, x, mask, is_causal)
+
+
+def _patch_block(block: Block, run: Callable[..., torch.Tensor], recompute: bool, cast: bool) -> None:
+    """Route `block.forward` through `run` when no RoPE or KV cache is used (the `layer` index is dropped,
+    so one compiled graph serves every layer of the same shape); `cast`: input to the autocast dtype."""
+    original = block.forward
+
+    def forward(x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, rope=None,
+                cache=None, layer: int = 0) -> torch.Tensor:
+        if cast and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        if rope is not None or cache is not None:
+            return original(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer)
+        return run(block, x, mask, is_causal, recompute and torch.is_grad_enabled())
+
+    block.forward = forward
+
+
+def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
+    """Apply `cfg.compile` / `cfg.checkpoint` to `module` in place; returns the module to call (the
+    compiled wrapper for compile='model', else `module` itself)."""
+    if cfg.compile not in ("none", "blocks", "model"):
+        raise ValueError(f"compile={cfg.compile!r}; expected none, blocks or model")
+    blocks = [m for m in module.modules() if isinstance(m, Block)]
+    if cfg.compile == "blocks":
+        run = torch.compile(_block_forward, dynamic=False, backend=cfg.compile_backend)
+    else:
+        run = _block_forward
+    if cfg.checkpoint or cfg.compile == "blocks" or (cfg.autocast_residual and cfg.bf16):
+        for block in blocks:
+            _patch_block(block, run, cfg.checkpoint, cfg.autocast_residual and cfg.bf16)
+    if cfg.compile == "model":
+        return torch.compile(module, dynamic=False, backend=cfg.compile_backend)
+    return module
+
+
+class ContrastivePair(nn.Module):
+    """Training view of a DualEncoder: (pixels, ids) -> (normalised image and text embeddings, logit scale,
+    logit bias), so DDP/FSDP see one forward that uses every parameter."""
+
+    def __init__(self, model: DualEncoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Embeddings [B, E] of both towers, L2-normalised, plus the head's scalars."""
+        m = self.model
+        bias = m.logit_bias if m.logit_bias is not None else m.logit_scale.new_zeros(())
+        return m.encode_image(pixels, normalize=True), m.encode_text(ids, normalize=True), m.logit_scale, bias
+
+
+class OutOfMemoryAdvice(torch.OutOfMemoryError):
+    """CUDA out of memory, with the options that lower memory in the message."""
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+@contextmanager
+def memory_advice(context: str) -> Iterator[None]:
+    """Re-raise CUDA out-of-memory inside the block as OutOfMemoryAdvice naming what lowers memory."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        if isinstance(err, OutOfMemoryAdvice):
+            raise
+        where = ""
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            where = f" (peak {_gib(torch.cuda.max_memory_allocated())} allocated by PyTorch; " \
+                    f"{_gib(free)} free of {_gib(total)} on {torch.cuda.get_device_name()})"
+        options = "\n".join(f"  - {o}" for o in MEMORY_OPTIONS)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OutOfMemoryAdvice(f"out of GPU memory during {context}{where}. Options that lower memory:\n"
+                                f"{options}\nOriginal error: {first}") from err
+
+
+class ContrastiveStep:
+    """One optimisation step of a DualEncoder on (pixels, ids) with the options of `FastConfig`.
+
+    `wrap` puts the ContrastivePair under DDP or FSDP2 before `accelerate` (see train/distributed.py).
+    Calling the step returns the mean loss as a device tensor; nothing waits for the GPU."""
+
+    def __init__(self, model: DualEncoder, cfg: FastConfig, wrap: Callable[[nn.Module], nn.Module] | None = None):
+        if cfg.loss not in LOSSES:
+            raise ValueError(f"loss={cfg.loss!r}; expected one of {', '.join(LOSSES)}")
+        if cfg.accum < 1:
+            raise ValueError(f"accum={cfg.accum} must be >= 1")
+        self.model, self.cfg = model, cfg
+        self.wrapped = wrap(ContrastivePair(model)) if wrap is not None else ContrastivePair(model)
+        self.module = accelerate(self.wrapped, cfg)
+        self.loss = LOSSES[cfg.loss](local_loss=cfg.local_loss)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
+
+    def forward_loss(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Contrastive loss of one (micro-)batch: towers under autocast, loss in float32."""
+        with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            a, b, scale, bias = self.module(pixels, ids)
+        a, b = a.float(), b.float()
+        if self.cfg.loss == "siglip":
+            return self.loss(a, b, scale.float(), bias.float())
+        return self.loss(a, b, scale.float())
+
+    def _sync(self, last: bool):
+        """Gradient synchronisation only on the last micro-batch (DDP no_sync / FSDP2 requires_gradient_sync)."""
+        m = self.wrapped
+        if hasattr(m, "set_requires_gradient_sync"):
+            m.set_requires_gradient_sync(last)
+        elif hasattr(m, "no_sync") and not last:
+            return m.no_sync()
+        return nullcontext()
+
+    def __call__(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Forward, backward (in `accum` micro-batches) and an optimizer step; returns the mean loss."""
+        n = self.cfg.accum
+        if pixels.shape[0] % n or pixels.shape[0] != ids.shape[0]:
+            raise ValueError(f"batch of {pixels.shape[0]} images / {ids.shape[0]} texts does not split into "
+                             f"accum={n} equal micro-batches")
+        with memory_advice(f"a training step (batch {pixels.shape[0]}, accum {n}, checkpoint "
+                           f"{self.cfg.checkpoint}, local_loss {self.cfg.local_loss})"):
+            total = None
+            for i, (p, t) in enumerate(zip(pixels.chunk(n), ids.chunk(n))):
+                with self._sync(i == n - 1):
+                    loss = self.forward_loss(p, t) / n if n > 1 else self.forward_loss(p, t)
+                    loss.backward()
+                total = loss.detach() if total is None else total + loss.detach()
+            if self.cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+
+def synthetic_batch(cfg: DualEncoderConfig, batch: int, device: torch.device | str, seed: int = 0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised-looking pixels [B, C, H, W] and token ids [B, L] drawn from `seed` on the CPU (the same
+    on every rank and device), then moved to `device`."""
+    g = torch.Generator().manual_seed(seed)
+    v, t = cfg.vision, cfg.text
+    pixels = torch.randn(batch, v.channels, v.image_size, v.image_size, generator=g)
+    ids = torch.randint(1, t.vocab_size, (batch, t.context_length), generator=g)
+    return pixels.to(device), ids.to(device)
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs that torch.utils.flop_counter counts while running `fn` once (matmuls, convolutions, SDPA)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def time_steps(fn: Callable[[], Any], device: torch.device | str, warmup: int = 3, target_s: float = 4.0,
+               min_steps: int = 3, max_steps: int = 50, deadline: float | None = None) -> dict[str, Any]:
+    """Seconds per call of `fn`: `warmup` calls (compilation happens there), a two-call estimate, then a
+    device-synchronised run of as many calls as fit in `target_s` (and before `deadline`, a perf_counter)."""
+    start = time.perf_counter()
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    sync(device)
+    warmup_s = time.perf_counter() - start
+    t = time.perf_counter()
+    for _ in range(2):
+        out = fn()
+    sync(device)
+    estimate = (time.perf_counter() - t) / 2
+    n = int(target_s / max(estimate, 1e-6))
+    if deadline is not None:
+        n = min(n, int((deadline - time.perf_counter()) / max(estimate, 1e-6)))
+    n = max(min_steps, min(max_steps, n))
+    t = time.perf_counter()
+    for _ in range(n):
+        out = fn()
+    sync(device)
+    elapsed = time.perf_counter() - t
+    return {"steps": n, "step_s": elapsed / n, "warmup_s": warmup_s, "last": out}

@@ -1,0 +1,184 @@
+"""The fast contrastive path: presets, the accelerate patch, the training step, OOM advice, and the
+throughput bench's --tiny run (the plumbing the one-shot GPU run depends on)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sensorium.models.dual_encoder import DualEncoder
+from sensorium.nn import KVCache, Transformer, TransformerConfig
+from sensorium.train.fast import (ContrastiveStep, FastConfig, OutOfMemoryAdvice, accelerate, clip_config,
+                                  count_flops, memory_advice, synthetic_batch, time_steps)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes: one thread (two threads on shared cores stall on OpenMP barriers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _losses(cfg: FastConfig, steps: int = 2) -> list[float]:
+    torch.manual_seed(0)
+    model = DualEncoder(clip_config("tiny"))
+    step = ContrastiveStep(model, cfg)
+    pixels, ids = synthetic_batch(model.cfg, 8, "cpu")
+    return [step(pixels, ids).item() for _ in range(steps)]
+
+
+def test_presets_have_open_clip_dimensions():
+    cfg = clip_config("ViT-B-16")
+    v, t = cfg.vision, cfg.text
+    assert (v.image_size, v.patch_size, v.transformer.dim, v.transformer.depth, v.transformer.n_heads) == \
+        (224, 16, 768, 12, 12)
+    assert (t.context_length, t.vocab_size, t.transformer.dim, t.transformer.depth, t.transformer.n_heads) == \
+        (77, 49408, 512, 12, 8)
+    assert v.proj_dim == t.proj_dim == 512 and v.transformer.fused_qkv and t.causal
+    assert clip_config("ViT-B-32").vision.patch_size == 32
+    with pytest.raises(ValueError, match="unknown model"):
+        clip_config("ViT-X")
+
+
+def test_compile_and_checkpoint_variants_give_the_same_losses():
+    """Float32: regional compile (traced by aot_eager), whole-model compile and activation checkpointing
+    change how the step runs, not what it computes."""
+    reference = _losses(FastConfig(bf16=False))
+    for cfg in (FastConfig(bf16=False, checkpoint=True),
+                FastConfig(bf16=False, compile="blocks", compile_backend="aot_eager", checkpoint=True),
+                FastConfig(bf16=False, compile="model", compile_backend="aot_eager")):
+        assert _losses(cfg) == pytest.approx(reference, rel=1e-5, abs=1e-6), cfg
+    assert reference[1] < reference[0]
+
+
+def test_regional_compile_reuses_one_graph_for_all_layers():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    _losses(FastConfig(bf16=False, compile="blocks", compile_backend="eager"))
+    assert counters["stats"]["unique_graphs"] == 2  # one per tower shape, not one per layer
+    assert not counters["graph_break"]
+    torch._dynamo.reset()
+
+
+def test_bf16_residual_stream_under_autocast():
+    torch.manual_seed(0)
+    model = DualEncoder(clip_config("tiny"))
+    seen = []
+    model.text.transformer.blocks[1].register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+    step = ContrastiveStep(model, FastConfig(bf16=True))
+    pixels, ids = synthetic_batch(model.cfg, 4, "cpu")
+    assert torch.isfinite(step(pixels, ids))
+    assert seen == [(torch.bfloat16, torch.bfloat16)]
+    seen.clear()
+    model.eval()
+    model.encode_text(ids)  # outside autocast the patch leaves float32 alone
+    assert seen == [(torch.float32, torch.float32)]
+
+
+def test_patch_keeps_state_dict_and_kv_cache_path():
+    torch.manual_seed(0)
+    cfg = TransformerConfig(dim=16, depth=2, n_heads=2, mlp_hidden=32, fused_qkv=True)
+    plain, patched = Transformer(cfg), Transformer(cfg)
+    patched.load_state_dict(plain.state_dict())
+    accelerate(patched, FastConfig(checkpoint=True))
+    assert list(patched.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    torch.testing.assert_close(patched(x, is_causal=True), plain(x, is_causal=True))
+    c1, c2 = KVCache(), KVCache()  # generation with a cache takes the original path
+    torch.testing.assert_close(patched(x[:, :3], is_causal=True, cache=c1), plain(x[:, :3], is_causal=True, cache=c2))
+    torch.testing.assert_close(patched(x[:, 3:], is_causal=True, cache=c1), plain(x[:, 3:], is_causal=True, cache=c2))
+
+
+def test_gradient_accumulation_averages_micro_batch_losses():
+    torch.manual_seed(0)
+    a = DualEncoder(clip_config("tiny"))
+    b = DualEncoder(clip_config("tiny"))
+    b.load_state_dict(a.state_dict())
+    pixels, ids = synthetic_batch(a.cfg, 8, "cpu")
+    loss = ContrastiveStep(a, FastConfig(bf16=False, accum=2))(pixels, ids)
+    manual = ContrastiveStep(b, FastConfig(bf16=False))
+    halves = [manual.forward_loss(p, t) for p, t in zip(pixels.chunk(2), ids.chunk(2))]
+    (sum(halves) / 2).backward()
+    manual.optimizer.step()
+    assert loss.item() == pytest.approx((sum(halves) / 2).item(), rel=1e-6)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="accum=3"):
+        ContrastiveStep(a, FastConfig(accum=3))(pixels, ids)
+
+
+def test_siglip_step_runs():
+    losses = _losses(FastConfig(bf16=False, loss="siglip"), steps=3)
+    assert all(map(lambda v: v == v, losses)) and losses[-1] < losses[0]
+
+
+def test_out_of_memory_names_the_options_that_lower_memory(monkeypatch):
+    torch.manual_seed(0)
+    model = DualEncoder(clip_config("tiny"))
+    step = ContrastiveStep(model, FastConfig(bf16=False))
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(step, "forward_loss", oom)
+    pixels, ids = synthetic_batch(model.cfg, 4, "cpu")
+    with pytest.raises(OutOfMemoryAdvice) as info:
+        step(pixels, ids)
+    text = str(info.value)
+    for option in ("--batch-size", "--accum", "--checkpoint", "--local-loss", "fsdp", "Tried to allocate 2.00 GiB"):
+        assert option in text
+    assert isinstance(info.value, torch.OutOfMemoryError)  # still caught by `except torch.OutOfMemoryError`
+    with pytest.raises(ValueError):  # other errors pass through unchanged
+        with memory_advice("x"):
+            raise ValueError("not memory")
+
+
+def test_flop_counter_and_timer():
+    lin = torch.nn.Linear(8, 4, bias=False)
+    x = torch.randn(3, 8)
+    assert count_flops(lambda: lin(x)) == 2 * 3 * 8 * 4
+    t = time_steps(lambda: lin(x), "cpu", warmup=1, target_s=0.01, max_steps=5)
+    assert 3 <= t["steps"] <= 5 and t["step_s"] > 0
+
+
+def _bench(*args: str, timeout: int = 300) -> dict:
+    out = Path(args[args.index("--out") + 1])
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--tiny", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "train_throughput.json").read_text())
+
+
+def test_throughput_bench_tiny_runs_every_row(tmp_path):
+    """Every row of the GPU plan, at tiny size on CPU: open_clip rows run where it is importable and are
+    recorded as skipped where not; no row may fail."""
+    doc = _bench("--out", str(tmp_path))
+    assert doc["status"] == "done" and doc["device"]["type"] == "cpu"
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert len(rows) == 10
+    for name, row in rows.items():
+        assert row["status"] in ("ok", "skipped"), (name, row.get("error"), row.get("traceback"))
+        if row["impl"] == "sensorium":
+            assert row["status"] == "ok", name
+    train = rows["train/sensorium/tiny/compile"]
+    assert train["samples_per_s"] > 0 and train["flops_per_sample"] > 0 and 0 < train["mfu"] < 1
+    assert train["dynamo"] == {"unique_graphs": 2, "graph_breaks": 0}
+    assert rows["embed/sensorium/tiny/eager"]["images_per_s"] > 0
+    assert "sensorium_samples_per_s" in doc["summary"]["tiny"]
+    assert (tmp_path / "train_throughput.md").is_file()
+
+
+def test_throughput_bench_skips_rows_past_the_time_budget(tmp_path):
+    doc = _bench("--out", str(tmp_path), "--time-budget-s", "0")
+    assert doc["rows"] and all(r["status"] == "skipped" and "time budget" in r["reason"] for r in doc["rows"])
