@@ -13,3 +13,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread: tiny models on a shared 2-core machine are up to 100x slower with two
+    OpenMP threads fighting another process for the cores (spin-waits), and gain nothing from them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

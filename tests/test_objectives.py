@@ -16,6 +16,8 @@ from torch import nn
 
 from sensorium.objectives import ClipLoss, SigLipLoss, SymileLoss, mip, pairwise_scores, symile_scores
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _reps(n: int, d: int, m: int, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
@@ -145,6 +147,7 @@ def _run_cases(rank: int, world: int) -> dict[str, dict[str, list[float]]]:
 
 
 def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)  # two processes on a shared 2-core machine
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         results = _run_cases(rank, world)
