@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.data.cli",
     "sensorium.towers.cli",
     "sensorium.train.cli",
+    "sensorium.train.unified_cli",
     "sensorium.eval.cli",
     "sensorium.index.cli",
     "sensorium.quickstart",
