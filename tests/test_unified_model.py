@@ -135,3 +135,16 @@ def test_bad_batches_are_named(vocab):
         model(batch)
     with pytest.raises(ValueError, match="ffn=experts"):
         UnifiedModel(_config(vocab, "separate", "experts"))
+
+
+def test_prepared_log_mels_give_the_same_tokens_as_waveforms():
+    from sensorium.data.loader import _stack
+
+    tok = build_tokenizer("audio", 8, {"patch_frames": 8, "n_mels": 40})
+    waves, lengths = torch.randn(2, 6000) * 0.1, torch.tensor([6000, 3500])
+    direct = tok(waves, lengths)
+    mels = [tok.prepare(waves[i:i + 1, : int(n)], lengths[i:i + 1]) for i, n in enumerate(lengths)]
+    feats, frames = _stack([m[0, : int(f)] for m, f in mels])
+    prepared = tok(feats, frames)
+    assert torch.equal(direct.mask, prepared.mask)
+    assert torch.allclose(direct.x[direct.mask], prepared.x[prepared.mask], atol=1e-5)

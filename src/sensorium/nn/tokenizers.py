@@ -108,8 +108,10 @@ class MelPatchTokenizer(nn.Module):
         self.proj = nn.Conv2d(1, dim, (patch_frames, self.patch_mels), stride=(patch_frames, self.patch_mels))
         self.pos = _Positions(max_tokens, dim)
 
-    def forward(self, values: torch.Tensor, lengths: torch.Tensor | None = None) -> Tokens:
-        """Tokens ordered time-major, then band; patches of padding frames are masked out."""
+    def prepare(self, values: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parameter-free front end: waveforms [B, N] -> normalised log-mel [B, frames, n_mels] (zero past each
+        length) and frame counts. A dataset held in memory can apply it once per sample (`MemorySet.map`) and feed
+        the features to `forward`, which skips it for [B, frames, n_mels] input."""
         if lengths is None:
             lengths = torch.full((values.shape[0],), values.shape[1], device=values.device)
         # zero everything past each length and add half a window of zeros, so STFT frames at the end see the same
@@ -117,7 +119,18 @@ class MelPatchTokenizer(nn.Module):
         waves = values.float() * _valid(lengths, values.shape[0], values.shape[1], values.device)
         mel, frames = self.mel(F.pad(waves, (0, self.mel.config.n_fft // 2)), lengths)
         mel = (mel + 4.0) / 4.0  # log power of speech sits around -8..0: roughly centre and scale it
-        mel = mel * _valid(frames, mel.shape[0], mel.shape[1], mel.device)[..., None]
+        return mel * _valid(frames, mel.shape[0], mel.shape[1], mel.device)[..., None], frames
+
+    def forward(self, values: torch.Tensor, lengths: torch.Tensor | None = None) -> Tokens:
+        """Waveforms [B, N] (or prepared log-mels [B, frames, n_mels] with frame lengths) -> tokens ordered
+        time-major, then band; patches of padding frames are masked out."""
+        if values.dim() == 3:
+            mel = values.float()
+            frames = lengths if lengths is not None else torch.full((mel.shape[0],), mel.shape[1])
+            frames = frames.to(mel.device)
+            mel = mel * _valid(frames, mel.shape[0], mel.shape[1], mel.device)[..., None]
+        else:
+            mel, frames = self.prepare(values, lengths)
         mel = F.pad(mel, (0, 0, 0, -mel.shape[1] % self.patch_frames))
         x = self.proj(mel[:, None])  # [B, dim, T', bands']
         steps, bands = x.shape[2], x.shape[3]

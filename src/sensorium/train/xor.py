@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.batches import seeded_rows
 from ..objectives.multimodal import MultiModalObjective
 from ..objectives.symile import pairwise_scores, symile_scores
 from .trainer import TrainConfig, Trainer
@@ -73,15 +74,10 @@ class XorEncoders(nn.Module):
 
 def _batches(data: dict[str, torch.Tensor], batch_size: int, seed: int):
     """Epoch-wise shuffled batches; batch i is a pure function of (seed, i) (exact resume)."""
-    n = data["a"].shape[0]
-    per_epoch = max(1, n // batch_size)
-
     def batches(start: int):
         step = start
         while True:
-            epoch, index = divmod(step, per_epoch)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-            rows = order[index * batch_size:(index + 1) * batch_size]
+            rows = seeded_rows(data["a"].shape[0], batch_size, seed, step)
             yield {k: v[rows] for k, v in data.items()}
             step += 1
     return batches
