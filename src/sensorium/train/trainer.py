@@ -84,11 +84,12 @@ class Trainer:
         self.params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
         self.optimizer = make_optimizer(self.params, config)
         self.step = 0
+        self.elapsed = 0.0  # seconds spent in fit() over every run of this stage (resumes included)
         self.history: list[dict[str, Any]] = []
 
     def _state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "rng": torch.get_rng_state(), "history": json.dumps(self.history)}
+                "rng": torch.get_rng_state(), "history": json.dumps(self.history), "elapsed": self.elapsed}
 
     def save(self) -> Path:
         """Checkpoint the current step, keeping the newest `keep_checkpoints`."""
@@ -109,6 +110,7 @@ class Trainer:
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"])
         self.history = json.loads(state["history"])
+        self.elapsed = float(state.get("elapsed", 0.0))
         if self.metrics_path.exists():
             kept = [line for line in self.metrics_path.read_text().splitlines() if line.strip() and
                     (json.loads(line).get("stage") != self.name or json.loads(line).get("step", 0) <= self.step)]
@@ -154,7 +156,7 @@ class Trainer:
         precision = autocast(config.precision, device)
         bar = tqdm(total=config.steps, initial=self.step, desc=self.name, unit="step", disable=not self.progress)
         it = batches(self.step * config.accumulate)
-        start = time.time()
+        start, before = time.time(), self.elapsed
         while self.step < config.steps:
             self.model.train()
             lr = cosine_lr(self.step, config)
@@ -179,6 +181,7 @@ class Trainer:
                     f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(1)
+            self.elapsed = before + time.time() - start
             if self.step % config.ckpt_every == 0 or self.step == config.steps:
                 self.save()
         bar.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -176,9 +175,8 @@ def run_unified(recipe: UnifiedRecipe, run_dir: str | Path, progress: bool = Tru
 
     trainer = Trainer(run, recipe.train, run_dir, name="unified", progress=progress)
     trainer.resume()
-    start = time.time()
     history = trainer.fit(sets["train"].batches(recipe.train.batch_size, recipe.seed), step_fn, evaluate)
-    seconds = time.time() - start
+    seconds = trainer.elapsed  # over every resume of the run
     model.save(run_dir / "model")
     report = evaluate_unified(model, sets["test"], want, recipe.eval_batch_size)
     params = sum(p.numel() for p in model.parameters())
