@@ -33,12 +33,13 @@ PAIRS = ["image->text", "text->image", "image->audio", "audio->image", "text->au
 
 def table(rows: dict[str, dict]) -> str:
     """Markdown: one row per variant (R@1 per direction, zero-shot accuracy), chance last."""
-    head = ["variant", "params", "train s", *[p.replace("->", "→") + " R@1" for p in PAIRS], "zero-shot shape",
-            "zero-shot colour"]
+    head = ["variant", "params", "train s", *[p.replace("->", "→") + " R@1" for p in PAIRS],
+            "zero-shot shape (centroid / nearest prompt)", "zero-shot colour (centroid / nearest prompt)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in rows.items():
+        zero = [f"{s[f'zero-shot {a}']:.1f} / {s[f'zero-shot {a} nearest prompt']:.1f}" for a in ("shape", "color")]
         cells = [VARIANTS[name][0], f"{s['params'] / 1e6:.2f} M", f"{s['train_seconds']:.0f}",
-                 *[f"{s[f'{p} R@1']:.1f}" for p in PAIRS], f"{s['zero-shot shape']:.1f}", f"{s['zero-shot color']:.1f}"]
+                 *[f"{s[f'{p} R@1']:.1f}" for p in PAIRS], *zero]
         lines.append("| " + " | ".join(cells) + " |")
     any_row = next(iter(rows.values()))
     chance = ["chance", "", "", *[f"{any_row[f'chance {p} R@1']:.1f}" for p in PAIRS],

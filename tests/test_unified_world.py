@@ -28,6 +28,7 @@ def test_world_recipe_end_to_end_and_resume(tmp_path):
     report = run_unified(recipe, tmp_path / "run", progress=False)
     assert set(report["retrieval"]) == {"image->text", "text->image"}
     assert set(report["zero_shot"]) == {"shape", "color"} and report["zero_shot"]["color"]["chance"] == 12.5
+    assert 0 <= report["zero_shot"]["shape"]["nearest_prompt_accuracy"] <= 100
     assert report["summary"]["steps"] == 3 and (tmp_path / "run" / "loss_curve.png").exists()
     model = UnifiedModel.load(tmp_path / "run" / "model")
     assert model.modalities == ["image", "text"]

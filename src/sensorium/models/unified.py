@@ -69,17 +69,17 @@ def batch_size(batch: dict[str, Any], names: list[str]) -> int:
     sizes: dict[str, int] = {}
     for name in names:
         value = batch.get(name)
-        if value is not None:
-            sizes[name] = value.shape[0] if isinstance(value, torch.Tensor) else len(value)
+        if value is None:
+            have = ", ".join(k for k in batch.get("present", {}) if batch.get(k) is not None)
+            raise ValueError(f"the batch has no {name!r} (it has: {have})")
+        sizes[name] = value.shape[0] if isinstance(value, torch.Tensor) else len(value)
         present = batch.get("present", {}).get(name)
         if present is not None:
             sizes[f"present[{name}]"] = present.shape[0]
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{k}={v}" for k, v in sizes.items())
         raise ValueError(f"batch sizes differ across modalities ({listing}); every modality needs one row per sample")
-    if not sizes:
-        raise ValueError(f"the batch holds none of {names}")
-    return next(iter(sizes.values()))
+    return next(iter(sizes.values())) if sizes else 0
 
 
 class UnifiedModel(nn.Module):

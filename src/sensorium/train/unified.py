@@ -210,5 +210,6 @@ def summarize(report: dict[str, Any], params: int, seconds: float, steps: int, l
         out[f"chance {key} R@1"] = metrics["R@1"]
     for attribute, result in report.get("zero_shot", {}).items():
         out[f"zero-shot {attribute}"] = result["accuracy"]
+        out[f"zero-shot {attribute} nearest prompt"] = result["nearest_prompt_accuracy"]
         out[f"zero-shot {attribute} chance"] = result["chance"]
     return out
