@@ -170,3 +170,22 @@ def test_two_process_losses_and_gradients_equal_single_process(tmp_path):
                 assert got["loss"][0] == pytest.approx(expected["loss"][0], abs=1e-5), name
             assert got["mean_loss"][0] == pytest.approx(expected["loss"][0], abs=1e-5), name
             assert torch.allclose(torch.tensor(got["grads"]), torch.tensor(expected["grads"]), atol=1e-5), name
+
+
+def test_multimodal_objective_pairs_and_symile_masks():
+    from sensorium.objectives.multimodal import MultiModalObjective
+
+    reps = dict(zip(("image", "text", "audio"), _reps(6, 4, 3)))
+    present = {"image": torch.ones(6, dtype=torch.bool), "text": torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool),
+               "audio": torch.tensor([1, 0, 1, 1, 1, 1], dtype=torch.bool)}
+    scale = torch.tensor(1.0)
+    loss, logs = MultiModalObjective("clip")(reps, scale, present=present)
+    expected = [ClipLoss()(reps[a], reps[b], scale, mask=present[a] & present[b])
+                for a, b in (("image", "text"), ("image", "audio"), ("text", "audio"))]
+    assert torch.allclose(loss, sum(expected) / 3) and set(logs) == {"loss/image-text", "loss/image-audio",
+                                                                     "loss/text-audio"}
+    both = present["text"] & present["audio"]
+    dropped, _ = MultiModalObjective("symile", "n_squared")(reps, scale, present=present)
+    assert torch.allclose(dropped, SymileLoss("n_squared")(list(reps.values()), scale, mask=both))
+    embedded, _ = MultiModalObjective("symile", "n_squared", missing="embed")(reps, scale, present=present)
+    assert torch.allclose(embedded, SymileLoss("n_squared")(list(reps.values()), scale))  # the model encoded absences

@@ -42,6 +42,19 @@ def test_world_recipe_end_to_end_and_resume(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 5
 
 
+def test_alternating_pairs_with_a_fourth_kind_of_input(tmp_path):
+    overrides = [f"data.root={tmp_path / 'world'}", *TINY, "data.modalities=[image, text, depth]", "alternate=true",
+                 "train.log_every=1"]
+    recipe = load_config(UnifiedRecipe, None, overrides)
+    recipe.model.tokenizers.pop("audio")
+    recipe.model.tokenizers["depth"] = {"patch": 16}  # depth maps: the registry's patch tokenizer, one channel
+    report = run_unified(recipe, tmp_path / "run", progress=False)
+    assert len(report["retrieval"]) == 6
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [next(k for k in r if k.startswith("loss/") and k.count("-") == 1) for r in lines] == \
+        ["loss/image-text", "loss/image-depth", "loss/text-depth"]  # one pair per step, round robin
+
+
 def test_content_keys_and_prompts():
     sample = {"json": {"objects": [{"size": "large", "color": "red", "shape": "circle", "x": 0.5, "y": 0.1}]}}
     assert content_key(sample) == "large red circle at the top"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +23,7 @@ from ..models.unified import UnifiedConfig, UnifiedModel
 from ..nn import TransformerConfig
 from ..nn.tokenizers import train_bpe
 from ..objectives.multimodal import MultiModalObjective
+from .tasks import Alternating, Task
 from .trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class UnifiedRecipe:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=800, lr=1e-3, weight_decay=0.05, warmup=60, batch_size=64, eval_every=200, ckpt_every=200))
+    alternate: bool = False  # IMP's alternating gradient descent: each step trains one pair of modalities, in turn
     eval_batch_size: int = 128
     threads: int = 0  # torch CPU threads (0: leave torch's default)
     seed: int = 0
@@ -159,23 +162,35 @@ def run_unified(recipe: UnifiedRecipe, run_dir: str | Path, progress: bool = Tru
     # checkpoints hold the model and the objective (Symile's call counter), the saved model only the model
     run = torch.nn.ModuleDict({"model": model, "objective": objective})
 
-    def step_fn(run: torch.nn.ModuleDict, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
-        model = run["model"]
-        emb = model(batch, modalities=want)
-        loss, logs = objective(emb, model.logit_scale, model.logit_bias, batch["present"], groups=batch["groups"])
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, 4.6052)  # temperature >= 0.01, as in CLIP
-        aux = model.aux_loss
-        return loss + aux, {**logs, **({"moe_aux": aux.item()} if recipe.model.ffn == "moe" else {})}
+    def make_step(names: list[str]):
+        def step_fn(run: torch.nn.ModuleDict, batch: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+            model = run["model"]
+            emb = model(batch, modalities=names)
+            loss, logs = objective(emb, model.logit_scale, model.logit_bias, batch["present"], groups=batch["groups"])
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, 4.6052)  # temperature >= 0.01, as in CLIP
+            aux = model.aux_loss
+            return loss + aux, {**logs, **({"moe_aux": aux.item()} if recipe.model.ffn == "moe" else {})}
+        return step_fn
 
     def evaluate(run: torch.nn.ModuleDict) -> dict[str, float]:
         emb, present = embed_set(run["model"], sets["val"], want, recipe.eval_batch_size)
         table = retrieval_report(emb, present, sets["val"].groups)["retrieval"]
         return {f"{k}/R@1": v["R@1"] for k, v in table.items()}
 
+    size = recipe.train.batch_size
+    if recipe.alternate:
+        if recipe.objective.kind == "symile":
+            raise ValueError("alternate trains one pair of modalities per step; Symile needs all of them at once")
+        tasks = {f"{a}-{b}": Task(sets["train"].batches(size, recipe.seed + k), make_step([a, b]))
+                 for k, (a, b) in enumerate(combinations(want, 2))}
+        alternating = Alternating(tasks, "round_robin", recipe.seed)
+        batches, step_fn = alternating.batches, alternating.step_fn
+    else:
+        batches, step_fn = sets["train"].batches(size, recipe.seed), make_step(want)
     trainer = Trainer(run, recipe.train, run_dir, name="unified", progress=progress)
     trainer.resume()
-    history = trainer.fit(sets["train"].batches(recipe.train.batch_size, recipe.seed), step_fn, evaluate)
+    history = trainer.fit(batches, step_fn, evaluate)
     seconds = trainer.elapsed  # over every resume of the run
     model.save(run_dir / "model")
     report = evaluate_unified(model, sets["test"], want, recipe.eval_batch_size)
