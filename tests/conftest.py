@@ -50,3 +50,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "checkpoint parity (max abs diff)")
         for name, diff in sorted(PARITY.items()):
             terminalreporter.write_line(f"{name:50s} {diff:.2e}")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread: tiny models on a shared 2-core machine are up to 100x slower with two
+    OpenMP threads fighting another process for the cores (spin-waits), and gain nothing from them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

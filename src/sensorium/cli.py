@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.towers.cli",
     "sensorium.towers.checkpoint_cli",
     "sensorium.train.cli",
+    "sensorium.train.unified_cli",
     "sensorium.eval.cli",
     "sensorium.index.cli",
     "sensorium.quickstart",

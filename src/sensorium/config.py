@@ -73,17 +73,25 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must hold a mapping")
-        _merge(data, loaded, str(path))
+        _merge(data, loaded, str(path), cls)
     apply_overrides(data, overrides)
     return from_dict(cls, data, str(path or cls.__name__))
 
 
-def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:
+def _merge(base: dict[str, Any], new: dict[str, Any], where: str, cls: type | None = None) -> None:
+    """Merge a loaded mapping into defaults, key by key. With the dataclass `cls` known, a field that is a free
+    mapping (e.g. `dict[str, dict]` of tokenizers by modality) is replaced by the file's mapping as a whole, so a
+    recipe can name keys the defaults do not have; dataclass sections are merged recursively."""
+    hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
     for key, value in new.items():
         if key not in base:
             raise ValueError(f"{where}: unknown key {key!r}; expected some of {sorted(base)}")
+        hint = hints.get(key)
         if isinstance(base[key], dict) and isinstance(value, dict):
-            _merge(base[key], value, f"{where}.{key}")
+            if hint is not None and not dataclasses.is_dataclass(hint):
+                base[key] = value
+            else:
+                _merge(base[key], value, f"{where}.{key}", hint)
         else:
             base[key] = value
 

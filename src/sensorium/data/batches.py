@@ -10,6 +10,15 @@ import torch
 from .features import FeatureSet
 
 
+def seeded_rows(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Row indices of mini-batch `step` over n rows: epoch-wise permutations seeded by (seed, epoch), so the batch
+    of any step is known without replaying the ones before it."""
+    per_epoch = max(1, n // batch_size)
+    epoch, index = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return order[index * batch_size:(index + 1) * batch_size]
+
+
 class FeatureBatches:
     """Batches (dict by modality + `present` masks + `groups`) drawn epoch-wise without replacement."""
 
@@ -23,14 +32,10 @@ class FeatureBatches:
             raise ValueError(f"no training sample has any of {modalities}")
         self.features, self.modalities, self.seed, self.device = features, modalities, seed, device
         self.batch_size = min(batch_size, len(self.rows))
-        self.per_epoch = max(1, len(self.rows) // self.batch_size)
         self.groups = features.groups()
 
     def batch(self, step: int) -> dict:
-        epoch, index = divmod(step, self.per_epoch)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.rows), generator=generator)
-        rows = self.rows[order[index * self.batch_size:(index + 1) * self.batch_size]]
+        rows = self.rows[seeded_rows(len(self.rows), self.batch_size, self.seed, step)]
         out = {m: self.features.features[m][rows].to(self.device) for m in self.modalities}
         out["present"] = {m: self.features.present[m][rows].to(self.device) for m in self.modalities}
         out["groups"] = self.groups[rows].to(self.device)

@@ -215,7 +215,8 @@ def _stack(tensors: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tens
 def collate(samples: list[dict[str, Any]], want: Iterable[str] | None = None) -> dict[str, Any]:
     """The batch convention: `{name: Tensor[B, ...] | list, "present": {name: BoolTensor[B]}, "lengths": {name:
     LongTensor[B]} (ragged only), "label": LongTensor[B] (-1 = none), "json", "__key__", ...}`. Modalities with
-    a `to_tensor` are stacked (zeros where absent); the rest stay lists (None where absent)."""
+    a `to_tensor` are stacked (zeros where absent; values that are already tensors are taken as they are); the rest
+    stay lists (None where absent)."""
     markers = [s for s in samples if s.get("__marker__")]
     samples = [s for s in samples if not s.get("__marker__")]
     names = list(want) if want is not None else [n for n in modalities.names() if any(n in s for s in samples)]
@@ -231,7 +232,9 @@ def collate(samples: list[dict[str, Any]], want: Iterable[str] | None = None) ->
         if to_tensor is None or not any(present):
             batch[name] = [s.get(name) for s in samples] if any(present) or to_tensor is None else None
             continue
-        batch[name], lengths = _stack([to_tensor(s[name]) if name in s else None for s in samples])
+        values = [s.get(name) for s in samples]  # values already turned into tensors (cached sets) pass as they are
+        batch[name], lengths = _stack([None if v is None else v if isinstance(v, torch.Tensor) else to_tensor(v)
+                                       for v in values])
         if lengths is not None:
             batch.setdefault("lengths", {})[name] = lengths
     if any("label" in s for s in samples):

@@ -78,4 +78,5 @@ def _preview(value: Waveform) -> Any:
 
 
 AUDIO = register(Modality("audio", ("wav", "flac", "ogg", "mp3"), _decode, _encode, default_tower="speech-minilm",
-                          description="speech and sound, mono 16 kHz", to_tensor=_to_tensor, preview=_preview))
+                          description="speech and sound, mono 16 kHz", to_tensor=_to_tensor, preview=_preview,
+                          tokenizer="mel_patches"))

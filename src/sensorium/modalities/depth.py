@@ -43,4 +43,5 @@ def _preview(value: np.ndarray) -> Image.Image:
 
 
 DEPTH = register(Modality("depth", ("depth.png", "depth.npy"), _decode, _encode, description="depth maps in [0, 1]",
-                          to_tensor=_to_tensor, preview=_preview))
+                          to_tensor=_to_tensor, preview=_preview, tokenizer="patches",
+                          metadata={"tokenizer_options": {"channels": 1}}))

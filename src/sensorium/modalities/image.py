@@ -65,4 +65,4 @@ def to_tensor(value: Image.Image) -> Any:
 
 IMAGE = register(Modality("image", ("png", "jpg", "jpeg", "webp", "bmp"), _decode, _encode,
                           default_tower="efficientnet-lite0", description="RGB still images",
-                          to_tensor=to_tensor, preview=lambda value: value))
+                          to_tensor=to_tensor, preview=lambda value: value, tokenizer="patches"))

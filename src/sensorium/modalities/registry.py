@@ -22,6 +22,8 @@ class Modality:
     sheets. Extensions may have several parts (`depth.png`): the longest registered suffix of a member's
     extension wins, so `x.depth.png` is depth while `x.png` stays an image.
     `metadata["inline"]` marks modalities whose value may sit inside a manifest cell instead of a file.
+    `tokenizer` names the kind of `sensorium.nn.tokenizers` module that turns a batch of this modality into
+    tokens for a unified transformer (`metadata["tokenizer_options"]` holds its default options).
     """
 
     name: str
@@ -33,6 +35,7 @@ class Modality:
     to_tensor: Callable[[Any], Any] | None = None
     preview: Callable[[Any], Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None
 
 
 _REGISTRY: dict[str, Modality] = {}

@@ -29,4 +29,4 @@ def _encode(value: dict[str, Any]) -> tuple[str, bytes]:
 
 
 TABULAR = register(Modality("tabular", ("row.json",), _decode, _encode, description="one record of scalar columns",
-                            metadata={"inline": True}))
+                            metadata={"inline": True}, tokenizer="features"))

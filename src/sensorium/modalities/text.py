@@ -20,4 +20,4 @@ def _encode(value: str) -> tuple[str, bytes]:
 
 
 TEXT = register(Modality("text", ("txt", "text", "caption"), _decode, _encode, default_tower="minilm-l6",
-                         description="natural-language text", metadata={"inline": True}))
+                         description="natural-language text", metadata={"inline": True}, tokenizer="bpe"))

@@ -72,4 +72,4 @@ def line_plot(values: np.ndarray, width: int = 160, height: int = 64) -> Image.I
 
 TIMESERIES = register(Modality("timeseries", ("ts.npy", "ts.csv"), _decode, _encode,
                                description="sensor traces, float32 [T, C]", to_tensor=_to_tensor,
-                               preview=lambda value: line_plot(value)))
+                               preview=lambda value: line_plot(value), tokenizer="series_patches"))

@@ -84,6 +84,7 @@ def _preview(value: Clip) -> Image.Image:
 
 
 VIDEO = register(Modality("video", ("video.png", "video.npy", "gif", "apng"), _decode, _encode,
-                          description="short RGB clips", to_tensor=_to_tensor, preview=_preview))
+                          description="short RGB clips", to_tensor=_to_tensor, preview=_preview,
+                          tokenizer="tubelets"))
 
 __all__ = ["Clip", "VIDEO"]

@@ -4,6 +4,7 @@ SwiGLU) and attention options, described by one `TransformerConfig` dataclass.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -72,8 +73,9 @@ class MLP(nn.Module):
             self.fc1 = nn.Linear(dim, hidden, bias=bias)
             self.fc2 = nn.Linear(hidden, dim, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., dim] -> [..., dim]."""
+    def forward(self, x: torch.Tensor, groups: torch.Tensor | int | None = None) -> torch.Tensor:
+        """[..., dim] -> [..., dim]. `groups` (token modality ids) is accepted and ignored: one MLP for all,
+        so a dense MLP, modality experts and a mixture of experts are interchangeable in a `Block`."""
         if self.gated:
             return self.down(F.silu(self.gate(x)) * self.up(x))
         return self.fc2(self.act(self.fc1(x)))
@@ -99,35 +101,37 @@ class TransformerConfig:
 
 
 class Block(nn.Module):
-    """x + attn(norm1 x), then x + mlp(norm2 x)."""
+    """x + attn(norm1 x), then x + mlp(norm2 x). `mlp` replaces the dense MLP (modality experts, MoE)."""
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerConfig, mlp: nn.Module | None = None):
         super().__init__()
         self.norm1 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, qkv_bias=cfg.qkv_bias,
                               out_bias=cfg.out_bias, fused_qkv=cfg.fused_qkv)
         self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.mlp = MLP(cfg.dim, cfg.mlp_hidden, cfg.activation, bias=cfg.mlp_bias)
+        self.mlp = mlp if mlp is not None else MLP(cfg.dim, cfg.mlp_hidden, cfg.activation, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
-        """[B, T, dim] -> [B, T, dim]; arguments as in `Attention.forward`."""
+                layer: int = 0, groups: torch.Tensor | int | None = None) -> torch.Tensor:
+        """[B, T, dim] -> [B, T, dim]; arguments as in `Attention.forward`, `groups` routes modality experts."""
         x = x + self.attn(self.norm1(x), mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer)
-        return x + self.mlp(self.norm2(x))
+        return x + self.mlp(self.norm2(x), groups)
 
 
 class Transformer(nn.Module):
-    """A stack of `cfg.depth` pre-norm blocks (no final norm: models add their own)."""
+    """A stack of `cfg.depth` pre-norm blocks (no final norm: models add their own). `mlp_factory(layer)`
+    gives a block's feed-forward module (None: the dense MLP), e.g. modality experts or a mixture of experts."""
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerConfig, mlp_factory: Callable[[int], nn.Module | None] | None = None):
         super().__init__()
         self.cfg = cfg
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(Block(cfg, mlp_factory(i) if mlp_factory else None) for i in range(cfg.depth))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None,
+                groups: torch.Tensor | int | None = None) -> torch.Tensor:
         """[B, T, dim] -> [B, T, dim] through every block."""
         for i, block in enumerate(self.blocks):
-            x = block(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=i)
+            x = block(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=i, groups=groups)
         return x
