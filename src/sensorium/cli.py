@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.eval.cli",
     "sensorium.index.cli",
     "sensorium.quickstart",
+    "sensorium.data.world.cli",
+    "sensorium.data.inspect",
     "sensorium.models.vlm_cli",
 )
 
