@@ -172,14 +172,13 @@ def vqa(tiny: bool, device: torch.device, out: Path, train_seconds: float, worke
             steps[record["stage"]] = max(steps.get(record["stage"], 0), record["step"])
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    vqa_report, captions = report["vqa"], report.get("captions", {})
+    vqa_report = report["vqa"]
     fam = vqa_report["by_family"]
     return {"recipe": "configs/vlm-world-gpu.yaml", "overrides": overrides, "train_steps": steps,
             "train_seconds": report["train_seconds"], "accuracy": vqa_report["accuracy"],
             "parse_failure_rate": vqa_report["parse_failure_rate"], "by_family": fam, "by_type": vqa_report["by_type"],
             "target_94_met": all(f["accuracy"] >= 94.0 for f in fam.values()), "n_questions": vqa_report["n"],
-            "examples": vqa_report["examples"][:6],
-            "captions_val": {k: captions.get(k) for k in ("n", "bleu4", "cider_d")}}
+            "examples": vqa_report["examples"][:6]}
 
 
 def main() -> int:

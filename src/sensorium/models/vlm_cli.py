@@ -73,7 +73,7 @@ def _eval(args: argparse.Namespace) -> int:
     recipe = load_recipe(run / "recipe.yaml", [f"device={args.device}"])
     model = VisionLanguageModel.load(run, args.device)
     report: dict[str, Any] = {"n": 0}
-    for name, prepared in prepare_data(recipe, list(recipe.data)).items():
+    for name, prepared in prepare_data(recipe, recipe.evaluate or list(recipe.data)).items():
         attach(model, prepared, recipe, run)
         report[name] = evaluate_data(model, prepared, recipe, limit=args.n)
         report["n"] += report[name]["n"]

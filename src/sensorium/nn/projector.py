@@ -25,15 +25,16 @@ class ProjectorConfig:
     layers: int = 2  # qformer: cross-attention blocks
     heads: int = 4  # qformer: attention heads
     positions: int = 0  # learned position embedding added to the first `positions` input tokens (0 = none)
+    position_std: float = 0.02  # its init scale; near the input's own scale makes positions salient from step 0
     dropout: float = 0.0
 
 
 class _Positions(nn.Module):
     """Learned embeddings added to input tokens by index (tokens beyond the table are an error, not a wrap)."""
 
-    def __init__(self, n: int, dim: int):
+    def __init__(self, n: int, dim: int, std: float = 0.02):
         super().__init__()
-        self.table = nn.Parameter(torch.randn(n, dim) * 0.02) if n else None
+        self.table = nn.Parameter(torch.randn(n, dim) * std) if n else None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.table is None:
@@ -49,7 +50,7 @@ class MLPProjector(nn.Module):
 
     def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int):
         super().__init__()
-        self.pos = _Positions(cfg.positions, in_dim)
+        self.pos = _Positions(cfg.positions, in_dim, cfg.position_std)
         hidden = cfg.hidden or out_dim
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
         self.drop = nn.Dropout(cfg.dropout)
@@ -65,7 +66,7 @@ class PixelShuffleProjector(nn.Module):
     def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int):
         super().__init__()
         self.factor = cfg.factor
-        self.pos = _Positions(cfg.positions, in_dim)
+        self.pos = _Positions(cfg.positions, in_dim, cfg.position_std)
         self.proj = nn.Linear(in_dim * cfg.factor ** 2, out_dim)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +105,7 @@ class QFormerProjector(nn.Module):
         width = cfg.hidden or out_dim
         if width % cfg.heads:
             raise ValueError(f"qformer width {width} is not divisible by heads={cfg.heads}")
-        self.pos = _Positions(cfg.positions, in_dim)
+        self.pos = _Positions(cfg.positions, in_dim, cfg.position_std)
         self.inp = nn.Linear(in_dim, width)
         self.queries = nn.Parameter(torch.randn(cfg.queries, width) * 0.02)
         self.blocks = nn.ModuleList(_QueryBlock(width, cfg.heads) for _ in range(cfg.layers))

@@ -52,6 +52,7 @@ class VLMRecipe:
     device: str = "cpu"
     bf16: bool = False  # bf16 autocast for training on CUDA
     eval_n: int = 0  # questions (vqa) or images (caption) evaluated per dataset; 0 = the whole val split
+    evaluate: list[str] = field(default_factory=list)  # datasets evaluated after training ([] = all of them)
     eval_batch: int = 64
     seed: int = 0
 
@@ -278,6 +279,8 @@ def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, ev
 
     report: dict[str, Any] = {"n": 0, "train_seconds": timings}
     for name, prepared in data.items():
+        if recipe.evaluate and name not in recipe.evaluate:
+            continue
         attach(model, prepared, recipe, run_dir)
         report[name] = evaluate_data(model, prepared, recipe, pictures=run_dir / f"examples-{name}.png")
         report["n"] += report[name]["n"]
