@@ -5,7 +5,7 @@ torch.utils.flop_counter on the eager model, over --peak-flops) and peak memory;
 and texts/s.
 
     pip install --no-deps -q --target /tmp/ocw .carry/wheels/*.whl   # open_clip: not a Sensorium dependency
-    PYTHONPATH=src:/tmp/ocw python3 bench/train_throughput.py --out OUT --time-budget-s 250
+    PYTHONPATH=src:/tmp/ocw timeout -k 10 -s INT 275 python3 bench/train_throughput.py --out OUT --time-budget-s 240
     PYTHONPATH=src python3 bench/train_throughput.py --tiny --out /tmp/tp      # CPU plumbing check, seconds
 
 Rows run in order of importance; one that would not fit in what is left of --time-budget-s is recorded as
