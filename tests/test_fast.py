@@ -182,3 +182,25 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
 def test_throughput_bench_skips_rows_past_the_time_budget(tmp_path):
     doc = _bench("--out", str(tmp_path), "--time-budget-s", "0")
     assert doc["rows"] and all(r["status"] == "skipped" and "time budget" in r["reason"] for r in doc["rows"])
+
+
+@pytest.mark.gpu
+def test_cuda_compiled_step_matches_eager_and_oom_gives_advice():
+    """bf16 on CUDA: the regionally compiled step follows the eager one; a batch far too large for the GPU
+    ends in OutOfMemoryAdvice, and the GPU is usable afterwards."""
+    cfg = clip_config("ViT-B-32")
+    losses = {}
+    for mode in ("none", "blocks"):
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            model = DualEncoder(cfg)
+        step = ContrastiveStep(model, FastConfig(compile=mode))
+        pixels, ids = synthetic_batch(cfg, 32, "cuda")
+        losses[mode] = [step(pixels, ids).item() for _ in range(3)]
+    assert losses["blocks"] == pytest.approx(losses["none"], rel=5e-2)
+    pixels, ids = synthetic_batch(cfg, 16384, "cuda")
+    with pytest.raises(OutOfMemoryAdvice, match="--accum"):
+        step(pixels, ids)
+    del pixels, ids
+    torch.cuda.empty_cache()
+    assert torch.isfinite(step(*synthetic_batch(cfg, 8, "cuda")))
