@@ -109,8 +109,8 @@ def _patch_block(block: Block, run: Callable[..., torch.Tensor], recompute: bool
 
 
 def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
-    """Apply `cfg.compile` / `cfg.checkpoint` to `module` in place; returns the module to call (the
-    compiled wrapper for compile='model', else `module` itself)."""
+    """Apply `cfg.compile`, `cfg.checkpoint` and `cfg.autocast_residual` to `module` in place; returns the
+    module to call (the compiled wrapper for compile="model", else `module` itself)."""
     if cfg.compile not in ("none", "blocks", "model"):
         raise ValueError(f"compile={cfg.compile!r}; expected none, blocks or model")
     blocks = [m for m in module.modules() if isinstance(m, Block)]
