@@ -42,7 +42,6 @@ def build_classify_folder(test_dir: Path, out: Path, min_per_class: int = 5) -> 
 
 def retrieval_examples(run_dir: Path, test_dir: Path, query: str, n_queries: int = 6, k: int = 5) -> list[dict]:
     """Rows for a hit grid: the first test captions/clips as queries, their top-k test images."""
-    from . import modalities
     from .data.shards import iter_samples
     from .eval.harness import load_run, run_features
 
@@ -68,7 +67,6 @@ def retrieval_examples(run_dir: Path, test_dir: Path, query: str, n_queries: int
         out.append({"query": (f"[{query}] " if query != "text" else "") + label,
                     "hits": [{"image": images.get(int(rows_idx[j])), "score": float(s),
                               "correct": bool(groups[j] == groups[i])} for s, j in zip(top.values.tolist(), top.indices.tolist())]})
-    _ = modalities  # registry imported for decoding
     return out
 
 

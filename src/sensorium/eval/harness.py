@@ -3,7 +3,6 @@ closed-form linear baselines fitted on the run's training features; zero-shot cl
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any

@@ -6,7 +6,6 @@ MiniLM's 384-d space. Its weights ship in towers/weights/ with a JSON card descr
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
