@@ -78,3 +78,18 @@ def test_cli_names_a_modality_without_tokenizer(tmp_path, capsys):
     assert code == 1
     assert "the data has modality 'qa' but the model has no tokenizer for it" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before generating anything
+
+
+@pytest.mark.slow
+def test_trimodal_recipe_with_speech_learns_above_chance(tmp_path):
+    """Image, caption and espeak speech (a few hundred samples, about a minute): the pairs with text well above
+    chance (image-audio, the hardest pair, needs far longer: see docs/unified.md)."""
+    overrides = [f"data.root={tmp_path / 'world'}", "data.n_train=300", "data.n_val=40", "data.n_test=100",
+                 "data.vocab_size=300", "train.steps=150", "train.batch_size=32", "train.warmup=10",
+                 "train.eval_every=150", "threads=1"]
+    report = run_unified(load_config(UnifiedRecipe, None, overrides), tmp_path / "run", progress=False)
+    assert len(report["retrieval"]) == 6
+    for key, metrics in report["retrieval"].items():
+        if "text" in key:
+            assert metrics["R@10"] > 2 * report["chance"][key]["R@10"], key
+    assert report["zero_shot"]["color"]["accuracy"] > 2 * report["zero_shot"]["color"]["chance"]

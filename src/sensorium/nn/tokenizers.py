@@ -44,6 +44,7 @@ class _Positions(nn.Module):
         self.table = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
 
     def forward(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """x [B, T, dim] + positions 0..T-1; a clear error when T exceeds the table."""
         if x.shape[1] > self.max_tokens:
             raise ValueError(f"{what} gives {x.shape[1]} tokens but the tokenizer has positions for {self.max_tokens}; "
                              "raise its max_tokens option (or shorten the input)")
@@ -265,9 +266,11 @@ class TextTokenizer(nn.Module):
         return Tokens(self.pos(self.embed(ids), "text"), ids != self.pad_id)
 
     def get_extra_state(self) -> str:
+        """The tokenizer.json text, saved in state dicts next to the embedding it indexes."""
         return self.tokenizer.to_str()
 
     def set_extra_state(self, state: str) -> None:
+        """Restore the tokenizer a checkpoint was trained with."""
         from tokenizers import Tokenizer
 
         if state:

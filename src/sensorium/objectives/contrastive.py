@@ -74,6 +74,7 @@ class Shard:
 
     @property
     def distributed(self) -> bool:
+        """Whether more than one process takes part."""
         return self.world > 1
 
     def local(self, x: torch.Tensor) -> torch.Tensor:
