@@ -30,14 +30,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
-from sensorium.train.fast import (MODEL_CFGS, ContrastiveStep, FastConfig, accelerate, clip_config,  # noqa: E402
-                                  count_flops, synthetic_batch, time_steps)
+from sensorium.train.fast import (MODEL_CFGS, ContrastiveStep, FastConfig, ShardFeed, accelerate,  # noqa: E402
+                                  clip_config, count_flops, sync, synthetic_batch, time_steps)
 from sensorium.train.trainer import TrainConfig, make_optimizer  # noqa: E402
 
 H100_BF16_DENSE = 989e12
-VARIANTS = {  # variant -> (compile, activation checkpointing)
+VARIANTS = {  # variant -> (compile, activation checkpointing); "<variant>+shards" feeds it from WebDataset shards
     "eager": ("none", False), "compile": ("blocks", False), "compile-model": ("model", False),
     "compile+checkpoint": ("blocks", True)}
+SHARDS = "+shards"
 
 
 @dataclass
@@ -56,9 +57,10 @@ class Row:
         return f"{self.task}/{self.impl}/{self.model}/{self.variant}"
 
 
-def plan(models: list[str]) -> list[Row]:
+def plan(models: list[str], shards: bool = False) -> list[Row]:
     """Rows in order of importance: per model open_clip eager against Sensorium eager and compiled; then
-    open_clip compiled and embedding throughput for the first model, further variants last."""
+    open_clip compiled and embedding throughput for the first model, further variants last; with `shards`,
+    the compiled-model step fed from WebDataset shards too."""
     first, rest = models[0], models[1:]
     rows = []
     for m in models:
@@ -69,6 +71,9 @@ def plan(models: list[str]) -> list[Row]:
     rows += [Row("train", "open_clip", m, "compile", 70) for m in rest]
     rows += [Row("embed", "sensorium", first, "compile", 40), Row("embed", "open_clip", first, "compile", 50),
              Row("train", "sensorium", first, "compile+checkpoint", 40)]
+    if shards:  # real data right after the synthetic row it is compared with
+        at = next(i for i, r in enumerate(rows) if r.variant == "compile-model") + 1
+        rows.insert(at, Row("train", "sensorium", first, "compile-model" + SHARDS, 90))
     return rows
 
 
@@ -115,8 +120,10 @@ def import_open_clip() -> tuple[Any, str | None]:
 class Context:
     """Settings shared by all rows."""
 
-    def __init__(self, args: argparse.Namespace, device: torch.device, open_clip: Any, deadline: float):
+    def __init__(self, args: argparse.Namespace, device: torch.device, open_clip: Any, deadline: float,
+                 shards: Path | None = None):
         self.args, self.device, self.open_clip, self.deadline = args, device, open_clip, deadline
+        self.shards = shards
 
     def autocast(self):
         """bf16 autocast on this device (disabled by --no-amp)."""
@@ -156,7 +163,12 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
     args, dev = ctx.args, ctx.device
     cfg = clip_config(row.model)
     pixels, ids = synthetic_batch(cfg, args.batch_size, dev)
-    compile_mode, ckpt = VARIANTS[row.variant]
+    real = row.variant.endswith(SHARDS)
+    compile_mode, ckpt = VARIANTS[row.variant.removesuffix(SHARDS)]
+    extra: dict[str, Any] = {}
+    if real:
+        feed = ShardFeed(ctx.shards, cfg, args.batch_size, dev, workers=args.loader_workers)
+        extra = loader_rate(feed, args.batch_size, dev, args.target_s)
     if row.impl == "sensorium":
         model = _sensorium_model(ctx, cfg)
         eager = ContrastiveStep(model, FastConfig(bf16=not args.no_amp))
@@ -165,7 +177,7 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
         del eager
         step = ContrastiveStep(model, FastConfig(compile=compile_mode, compile_backend=args.compile_backend,
                                                  checkpoint=ckpt, bf16=not args.no_amp))
-        run = lambda: step(pixels, ids)  # noqa: E731
+        run = (lambda: step(*next(feed))) if real else (lambda: step(pixels, ids))  # noqa: E731
     else:
         if row.variant not in ("eager", "compile"):  # open_clip's own option: torch.compile of the model
             raise ValueError(f"open_clip rows support eager and compile, not {row.variant}")
@@ -190,7 +202,28 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
     return {"samples_per_s": per_s, "step_ms": 1000 * t["step_s"], "steps_timed": t["steps"],
             "warmup_s": t["warmup_s"], "flops_per_sample": flops / args.batch_size,
             "tflops_per_s": flops / t["step_s"] / 1e12, "mfu": flops / t["step_s"] / args.peak_flops,
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "final_loss": loss}
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "final_loss": loss, **extra}
+
+
+def loader_rate(feed: ShardFeed, batch: int, device: torch.device, seconds: float) -> dict[str, Any]:
+    """Samples/s of the data path alone (workers decoding, pinned copy, normalisation on the device), measured
+    after its first batch (worker start-up), so the training row can say whether data or compute limits it."""
+    start = time.perf_counter()
+    next(feed)
+    first = time.perf_counter() - start
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds or n < 3:
+        next(feed)
+        n += 1
+    sync(device)
+    return {"loader_samples_per_s": n * batch / (time.perf_counter() - t), "loader_first_batch_s": first,
+            "loader_workers": feed.loader._loader.num_workers, "data": str(feed_source(feed))}
+
+
+def feed_source(feed: ShardFeed) -> str:
+    """Where a feed reads from (for the JSON): its folder and unit count."""
+    units = feed.loader.dataset.source.units()
+    return f"{Path(units[0]).parent} ({len(units)} shards)" if units else "no shards"
 
 
 def embed_row(row: Row, ctx: Context) -> dict[str, Any]:
@@ -254,8 +287,14 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for model in dict.fromkeys(r["model"] for r in ok):
         train = [r for r in ok if r["model"] == model and r["task"] == "train"]
         oc = [r for r in train if r["impl"] == "open_clip"]
-        ours = [r for r in train if r["impl"] == "sensorium"]
+        ours = [r for r in train if r["impl"] == "sensorium" and not r["variant"].endswith(SHARDS)]
         s: dict[str, Any] = {}
+        for real in (r for r in train if r["variant"].endswith(SHARDS)):
+            same = [r for r in ours if r["variant"] == real["variant"].removesuffix(SHARDS)]
+            s["shards_samples_per_s"] = real["samples_per_s"]
+            s["shards_loader_only_samples_per_s"] = real.get("loader_samples_per_s")
+            if same:
+                s["shards_fraction_of_synthetic"] = real["samples_per_s"] / same[0]["samples_per_s"]
         if ours:
             best = max(ours, key=lambda r: r["samples_per_s"])
             s.update(sensorium_best=best["variant"], sensorium_samples_per_s=best["samples_per_s"],
@@ -287,6 +326,18 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def world_shards(folder: Path, n: int, size: int) -> Path:
+    """n Sensorium World samples (PNG image at `size` px + caption) written as WebDataset shards (reused if there)."""
+    import os
+
+    from sensorium.data.world import WorldConfig, write_world
+
+    if not any(folder.glob("*.tar")):
+        write_world(folder, n, "train", 0, WorldConfig(image_size=size), ("image", "text"),
+                    shard_size=max(16, n // 48), workers=max(1, os.cpu_count() or 1), progress=False)
+    return folder
+
+
 def device_info(device: torch.device) -> dict[str, Any]:
     """Name, compute capability and memory of the device."""
     if device.type != "cuda":
@@ -313,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-backend", default=None, help="inductor (default; aot_eager with --tiny)")
     p.add_argument("--no-amp", action="store_true", help="float32 instead of bf16 autocast")
     p.add_argument("--device", default=None)
+    p.add_argument("--shards", default=None, help="WebDataset shards (png|jpg + txt) for the real-data row")
+    p.add_argument("--world-shards", type=int, default=0,
+                   help="write this many Sensorium World samples (image + caption) at the model's image size into "
+                        "OUT/world-shards first and use them for the real-data row")
+    p.add_argument("--loader-workers", type=int, default=None, help="decoding processes (default: CPUs - 2)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     tiny = args.tiny
@@ -348,7 +404,19 @@ def main(argv: list[str] | None = None) -> int:
                      "target_s": args.target_s, "warmup_steps": args.warmup,
                      "mfu_flops": "torch.utils.flop_counter, one eager forward+backward (no recompute)"},
         "rows": []}
-    rows = [r for r in plan(models) if not args.only or any(s in r.name for s in args.only.split(","))]
+    import os
+
+    args.loader_workers = args.loader_workers if args.loader_workers is not None else (
+        0 if tiny else max(1, (os.cpu_count() or 2) - 2))
+    shards = Path(args.shards) if args.shards else None
+    if args.world_shards:
+        shards = world_shards(out / "world-shards", args.world_shards, clip_config(models[0]).vision.image_size)
+        doc["settings"]["world_shards"] = {"n": args.world_shards, "seconds": round(time.perf_counter() - start, 1)}
+    if shards is not None:
+        doc["settings"]["shards"] = str(shards)
+        doc["settings"]["loader_workers"] = args.loader_workers
+    rows = [r for r in plan(models, shards is not None)
+            if not args.only or any(s in r.name for s in args.only.split(","))]
     deadline = start + args.time_budget_s
 
     def save() -> None:
@@ -358,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         tmp.replace(out / "train_throughput.json")
 
-    ctx = Context(args, device, open_clip, deadline)
+    ctx = Context(args, device, open_clip, deadline, shards)
     for row in rows:
         min_s = 0.0 if tiny else row.min_s
         if time.perf_counter() + min_s > deadline:

@@ -163,10 +163,10 @@ def _bench(*args: str, timeout: int = 300) -> dict:
 def test_throughput_bench_tiny_runs_every_row(tmp_path):
     """Every row of the GPU plan, at tiny size on CPU: open_clip rows run where it is importable and are
     recorded as skipped where not; no row may fail."""
-    doc = _bench("--out", str(tmp_path))
+    doc = _bench("--out", str(tmp_path), "--world-shards", "48")
     assert doc["status"] == "done" and doc["device"]["type"] == "cpu"
     rows = {r["name"]: r for r in doc["rows"]}
-    assert len(rows) == 10
+    assert len(rows) == 11
     for name, row in rows.items():
         assert row["status"] in ("ok", "skipped"), (name, row.get("error"), row.get("traceback"))
         if row["impl"] == "sensorium":
@@ -176,7 +176,29 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
     assert train["dynamo"] == {"unique_graphs": 2, "graph_breaks": 0}
     assert rows["embed/sensorium/tiny/eager"]["images_per_s"] > 0
     assert "sensorium_samples_per_s" in doc["summary"]["tiny"]
+    real = rows["train/sensorium/tiny/compile-model+shards"]  # fed from World shards written by the bench
+    assert real["samples_per_s"] > 0 and real["loader_samples_per_s"] > 0 and "world-shards" in real["data"]
+    assert 0 < doc["summary"]["tiny"]["shards_fraction_of_synthetic"]
     assert (tmp_path / "train_throughput.md").is_file()
+
+
+def test_byte_tokens_and_shard_feed(tmp_path):
+    from sensorium.data.world import WorldConfig, write_world
+    from sensorium.train.fast import CLIP_MEAN, ShardFeed, byte_tokens
+
+    ids = byte_tokens(["ab", "é" * 40], context=16, vocab_size=1000)
+    assert ids[0, :4].tolist() == [998, 98, 99, 999] and ids[0, 4:].eq(0).all()
+    assert ids[1].argmax() == 15 and ids[1, 15] == 999  # cut to the context, the end token kept
+    with pytest.raises(ValueError, match="259"):
+        byte_tokens(["x"], 8, 100)
+    write_world(tmp_path, 12, "train", 0, WorldConfig(image_size=24), ("image", "text"), shard_size=4, progress=False)
+    cfg = clip_config("tiny")
+    feed = ShardFeed(tmp_path, cfg, batch_size=4, device="cpu", workers=0)
+    for _ in range(4):  # past the end of the first epoch
+        pixels, ids = next(feed)
+        assert pixels.shape == (4, 3, 32, 32) and ids.shape == (4, 16)  # resized to the tower's 32 px
+    background = pixels[:, :, 0, 0]  # a corner pixel, normalised with CLIP mean/std
+    assert background.abs().max() < 3 and not torch.allclose(background, -torch.tensor(CLIP_MEAN) / 0.27)
 
 
 def test_throughput_bench_skips_rows_past_the_time_budget(tmp_path):

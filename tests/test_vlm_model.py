@@ -30,6 +30,23 @@ def test_projectors(kind, n_out):
             proj(torch.randn(1, 12, 12), torch.ones(1, 12, dtype=torch.bool))
 
 
+def test_projector_encoder_is_bidirectional_and_ignores_padding():
+    torch.manual_seed(0)
+    proj = build_projector(ProjectorConfig(kind="mlp", positions=16, encoder_layers=2, encoder_heads=2), 12, 8)
+    tokens, mask = torch.randn(2, 16, 12), torch.ones(2, 16, dtype=torch.bool)
+    out, out_mask = proj(tokens, mask)
+    assert out.shape == (2, 16, 8) and out_mask.all()
+    later = tokens.clone()
+    later[:, -1] += 1.0  # the first token sees the last one (no causal mask inside the encoder)
+    assert not torch.allclose(proj(later, mask)[0][:, 0], out[:, 0], atol=1e-4)
+    mask[0, 10:] = False
+    noisy = tokens.clone()
+    noisy[0, 10:] = 100.0
+    assert torch.allclose(proj(tokens, mask)[0][0, :10], proj(noisy, mask)[0][0, :10], atol=1e-5)
+    with pytest.raises(ValueError, match="encoder_heads"):
+        build_projector(ProjectorConfig(encoder_layers=1, encoder_heads=3), 12, 8)
+
+
 def _batch(m, convs, generation=False, align="right"):
     enc = m.tokenizer.encode_batch(convs, generation=generation)
     ids, padding = pad_rows([e.ids for e in enc], m.tokenizer.pad_id, align)

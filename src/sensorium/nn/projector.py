@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .attention import Attention, attention_mask
-from .transformer import MLP
+from .transformer import MLP, Transformer, TransformerConfig
 
 
 @dataclass
@@ -27,6 +27,8 @@ class ProjectorConfig:
     positions: int = 0  # learned position embedding added to the first `positions` input tokens (0 = none)
     position_std: float = 0.02  # its init scale; near the input's own scale makes positions salient from step 0
     dropout: float = 0.0
+    encoder_layers: int = 0  # > 0: bidirectional transformer blocks over the projected tokens (any kind)
+    encoder_heads: int = 4
 
 
 class _Positions(nn.Module):
@@ -123,15 +125,39 @@ class QFormerProjector(nn.Module):
         return out, torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
 
 
+class TokenEncoder(nn.Module):
+    """A projector followed by bidirectional pre-norm transformer blocks over its output tokens (padding masked),
+    so every media token sees the whole item before the causal decoder reads it - a trainable ViT-style encoder on
+    top of any tower, which lets tokens carry relations between parts of an image (where objects are relative to
+    each other) instead of leaving all of that to the decoder's causal layers."""
+
+    def __init__(self, cfg: ProjectorConfig, projector: nn.Module, dim: int):
+        super().__init__()
+        if dim % cfg.encoder_heads:
+            raise ValueError(f"projector encoder: dim {dim} is not divisible by encoder_heads={cfg.encoder_heads}")
+        self.projector = projector
+        self.encoder = Transformer(TransformerConfig(dim=dim, depth=cfg.encoder_layers, n_heads=cfg.encoder_heads,
+                                                     mlp_hidden=4 * dim, fused_qkv=True))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[M, T, D_in], [M, T] -> [M, T', D_out], [M, T'] (the inner projector's tokens, encoded)."""
+        x, mask = self.projector(tokens, mask)
+        attn = None if bool(mask.all()) else attention_mask(mask, x.shape[1], x.shape[1], causal=False)
+        return self.norm(self.encoder(x, mask=attn)), mask
+
+
 PROJECTORS: dict[str, type[nn.Module]] = {"mlp": MLPProjector, "pixel_shuffle": PixelShuffleProjector,
                                           "qformer": QFormerProjector}
 
 
 def build_projector(cfg: ProjectorConfig, in_dim: int, out_dim: int) -> nn.Module:
-    """The projector of `cfg.kind` from `in_dim` tower features to `out_dim` language-model embeddings."""
+    """The projector of `cfg.kind` from `in_dim` tower features to `out_dim` language-model embeddings, with
+    `cfg.encoder_layers` bidirectional blocks after it when set."""
     if cfg.kind not in PROJECTORS:
         raise ValueError(f"unknown projector {cfg.kind!r}; known: {', '.join(PROJECTORS)}")
-    return PROJECTORS[cfg.kind](cfg, in_dim, out_dim)
+    projector = PROJECTORS[cfg.kind](cfg, in_dim, out_dim)
+    return TokenEncoder(cfg, projector, out_dim) if cfg.encoder_layers > 0 else projector
 
 
 def output_tokens(cfg: ProjectorConfig, n_in: int) -> int:
@@ -144,4 +170,4 @@ def output_tokens(cfg: ProjectorConfig, n_in: int) -> int:
 
 
 __all__ = ["PROJECTORS", "MLPProjector", "PixelShuffleProjector", "ProjectorConfig", "QFormerProjector",
-           "build_projector", "output_tokens"]
+           "TokenEncoder", "build_projector", "output_tokens"]

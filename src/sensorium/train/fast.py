@@ -9,6 +9,8 @@
   backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
   synchronises with the host: the loss comes back as a device tensor.
 - `memory_advice`: CUDA out-of-memory re-raised with the options that lower memory.
+- `ShardFeed`: the real-data path: WebDataset shards (png|jpg + txt) decoded by DataLoader worker processes,
+  pinned, copied asynchronously and normalised on the GPU, so the step never waits on the host while workers keep up.
 - `count_flops`, `time_steps`, `synthetic_batch`: what the benchmarks measure with.
 """
 
@@ -234,6 +236,73 @@ def synthetic_batch(cfg: DualEncoderConfig, batch: int, device: torch.device | s
     pixels = torch.randn(batch, v.channels, v.image_size, v.image_size, generator=g)
     ids = torch.randint(1, t.vocab_size, (batch, t.context_length), generator=g)
     return pixels.to(device), ids.to(device)
+
+
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def byte_tokens(texts: list[str], context: int, vocab_size: int) -> torch.Tensor:
+    """UTF-8 bytes as token ids 1..256 between start (vocab-2) and end (vocab-1, the highest id, so argmax
+    pooling finds it) tokens, zero-padded or cut to `context`: a tokenizer-free text input for throughput runs."""
+    if vocab_size < 259:
+        raise ValueError(f"byte tokens need a vocabulary of at least 259 ids, the text tower has {vocab_size}")
+    ids = torch.zeros(len(texts), context, dtype=torch.long)
+    for i, text in enumerate(texts):
+        body = [b + 1 for b in text.encode("utf-8")][: context - 2]
+        ids[i, : len(body) + 2] = torch.tensor([vocab_size - 2, *body, vocab_size - 1])
+    return ids
+
+
+class ShardFeed:
+    """Endless (pixels, ids) batches from WebDataset shards for a DualEncoder: images decoded to uint8 in
+    `workers` DataLoader processes (pinned), copied to the device without blocking, resized if needed and
+    normalised there (CLIP mean/std); captions as `byte_tokens`. Epochs repeat until the caller stops."""
+
+    def __init__(self, shards: Any, cfg: DualEncoderConfig, batch_size: int, device: torch.device | str,
+                 workers: int = 4, prefetch: int = 4, seed: int = 0):
+        from ..data.loader import StreamingDataset, StreamingLoader
+
+        self.cfg, self.device = cfg, torch.device(device)
+        dataset = StreamingDataset(shards, want={"image", "text"}, shuffle=True, seed=seed)
+        options = {"pin_memory": self.device.type == "cuda", "drop_last": True}
+        if workers > 0:
+            options["prefetch_factor"] = prefetch
+        self.loader = StreamingLoader(dataset, batch_size=batch_size, num_workers=workers, **options)
+        self.mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
+        self._it: Iterator[dict[str, Any]] | None = None
+        self.batches = 0
+
+    def _next_batch(self) -> dict[str, Any]:
+        for _ in range(2):  # a fresh epoch when the last one ended
+            if self._it is None:
+                self._it = iter(self.loader)
+            batch = next(self._it, None)
+            if batch is not None:
+                return batch
+            self._it = None
+        raise ValueError("the shards hold no complete batch of samples with an image and a caption")
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self._next_batch()
+        images, present = batch["image"], batch["present"]
+        if not bool(present["image"].all() and present["text"].all()):
+            raise ValueError(f"batch with keys {batch['__key__'][:3]}...: some samples lack an image or a caption")
+        if "image" in batch.get("lengths", {}):
+            raise ValueError("images of different sizes in one batch; write the shards at one size (e.g. 224 px)")
+        v, t = self.cfg.vision, self.cfg.text
+        pixels = images.to(self.device, non_blocking=True).float().div_(255)
+        if pixels.shape[-2:] != (v.image_size, v.image_size):
+            pixels = nn.functional.interpolate(pixels, size=(v.image_size, v.image_size), mode="bilinear",
+                                               antialias=True)
+        pixels = (pixels - self.mean) / self.std
+        ids = byte_tokens(batch["text"], t.context_length, t.vocab_size).pin_memory() if self.device.type == "cuda" \
+            else byte_tokens(batch["text"], t.context_length, t.vocab_size)
+        self.batches += 1
+        return pixels, ids.to(self.device, non_blocking=True)
+
+    def __iter__(self) -> "ShardFeed":
+        return self
 
 
 def sync(device: torch.device | str) -> None:

@@ -53,6 +53,7 @@ class VLMRecipe:
     bf16: bool = False  # bf16 autocast for training on CUDA
     eval_n: int = 0  # questions (vqa) or images (caption) evaluated per dataset; 0 = the whole val split
     evaluate: list[str] = field(default_factory=list)  # datasets evaluated after training ([] = all of them)
+    eval_splits: list[str] = field(default_factory=lambda: ["val"])  # e.g. [val, test]: test is never trained on
     eval_batch: int = 64
     seed: int = 0
 
@@ -80,9 +81,12 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> VLMRecipe
     data = asdict(VLMRecipe())
     if path:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
-        for key in ("data", "stages"):
-            if key in loaded:
-                data[key] = loaded.pop(key)
+        if "data" in loaded:  # every field present, so overrides can reach the defaults too
+            data["data"] = {k: {**asdict(DataConfig()), **(v or {})} for k, v in loaded.pop("data").items()}
+        if "stages" in loaded:
+            defaults = asdict(StageConfig())
+            data["stages"] = [{**defaults, **s, "optim": {**defaults["optim"], **s.get("optim", {})}}
+                              for s in loaded.pop("stages")]
         if "media" in loaded.get("model", {}):
             data["model"]["media"] = loaded["model"].pop("media")
         _merge(data, loaded, str(path))
@@ -246,6 +250,16 @@ def train_stage(model: VisionLanguageModel, stage: StageConfig, prepared: Prepar
     return history
 
 
+def held_out(prepared: Prepared, split: str, model: VisionLanguageModel, recipe: VLMRecipe, run_dir: Path) -> Prepared:
+    """`prepared` with its val samples replaced by those of `split` (e.g. World's test stream, n_val scenes), for
+    reporting on data never used to choose a recipe; the training rows stay as they are."""
+    samples = load_samples(prepared.config, split, recipe.seed)
+    tag = json.dumps(asdict(prepared.config), sort_keys=True) + f":{split}"
+    media = MediaStore(samples.images, model.towers["image"], not model.config.media["image"].train_tower,
+                       run_dir / "cache", tag, device=recipe.device).to(recipe.device)
+    return Prepared(prepared.config, prepared.train, samples, prepared.rows, prepared.media, media)
+
+
 def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Data -> tokenizer -> model -> every stage in order (the model saved to run_dir/model after each) ->
     evaluation (run_dir/eval.json) and a loss curve (run_dir/loss.png). Returns the evaluation report."""
@@ -282,7 +296,10 @@ def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, ev
         if recipe.evaluate and name not in recipe.evaluate:
             continue
         attach(model, prepared, recipe, run_dir)
-        report[name] = evaluate_data(model, prepared, recipe, pictures=run_dir / f"examples-{name}.png")
-        report["n"] += report[name]["n"]
+        for split in recipe.eval_splits:
+            target = prepared if split == "val" else held_out(prepared, split, model, recipe, run_dir)
+            key = name if split == "val" else f"{name}-{split}"
+            report[key] = evaluate_data(model, target, recipe, pictures=run_dir / f"examples-{key}.png")
+            report["n"] += report[key]["n"]
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
     return report

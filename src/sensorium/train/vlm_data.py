@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,7 @@ class DataConfig:
     turns: int = 6  # vqa: question-answer turns per conversation
     prompt: str = "Describe the picture."  # caption: the user's request
     workers: int = 1  # world generation processes
+    cache_dir: str = ""  # world: keep generated splits here (safetensors + JSON), shared by runs of one recipe
 
 
 @dataclass
@@ -73,6 +75,28 @@ def world_samples(n: int, split: str, seed: int, world: dict[str, Any], workers:
     return Samples(images, [it[1] for it in items], [it[2] for it in items], [it[3] for it in items])
 
 
+def cached_world_samples(folder: Path, n: int, split: str, seed: int, world: dict[str, Any],
+                         workers: int = 1) -> Samples:
+    """`world_samples`, generated once per (n, split, seed, world config) and kept in `folder` (images as
+    safetensors, text and QA as JSON, written atomically), so several runs of one recipe share the generation."""
+    from safetensors.torch import load_file, save_file
+
+    key = hashlib.sha1(json.dumps([n, split, seed, world], sort_keys=True).encode()).hexdigest()[:12]
+    base = folder / f"world-{split}-{n}-{key}"
+    images, meta = base.with_suffix(".safetensors"), base.with_suffix(".json")
+    if images.is_file() and meta.is_file():
+        data = json.loads(meta.read_text())
+        return Samples(load_file(str(images))["images"], data["captions"], data["qa"], data["keys"])
+    samples = world_samples(n, split, seed, world, workers)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_name(base.name + f".{os.getpid()}.tmp")
+    save_file({"images": samples.images}, str(tmp))
+    os.replace(tmp, images)
+    tmp.write_text(json.dumps({"captions": samples.captions, "qa": samples.qa, "keys": samples.keys}))
+    os.replace(tmp, meta)
+    return samples
+
+
 def shard_samples(path: str | Path, limit: int = 0) -> Samples:
     """Image + caption samples from WebDataset shards (corrupt members are counted skips, logged)."""
     from ..data.shards import SkipLog, iter_samples
@@ -95,9 +119,11 @@ def shard_samples(path: str | Path, limit: int = 0) -> Samples:
 
 
 def load_samples(cfg: DataConfig, split: str, seed: int) -> Samples:
-    """The samples of `split` ('train' or 'val') for a data config."""
+    """The samples of `split` ('train', 'val' or 'test': n_val of them) for a data config."""
     n = cfg.n_train if split == "train" else cfg.n_val
     if cfg.source == "world":
+        if cfg.cache_dir:
+            return cached_world_samples(Path(cfg.cache_dir), n, split, seed, cfg.world, cfg.workers)
         return world_samples(n, split, seed, cfg.world, cfg.workers)
     if cfg.source == "shards":
         folder = Path(cfg.path) / split
@@ -242,5 +268,5 @@ def tokenize(tokenizer: ChatTokenizer, convs: list[list[dict[str, str]]], image_
     return Rows(tokenizer.encode_batch(convs), image_rows, tokenizer.pad_id)
 
 
-__all__ = ["DataConfig", "MediaStore", "Rows", "Samples", "conversations", "corpus", "load_samples", "shard_samples",
-           "tokenize", "world_samples"]
+__all__ = ["DataConfig", "MediaStore", "Rows", "Samples", "cached_world_samples", "conversations", "corpus",
+           "load_samples", "shard_samples", "tokenize", "world_samples"]
