@@ -47,6 +47,20 @@ def test_projector_encoder_is_bidirectional_and_ignores_padding():
         build_projector(ProjectorConfig(encoder_layers=1, encoder_heads=3), 12, 8)
 
 
+@pytest.mark.parametrize("kind", ["mlp", "pixel_shuffle", "qformer"])
+def test_projector_coords_tag_tokens_with_their_grid_place(kind):
+    from sensorium.nn.projector import grid_coords
+
+    xy = grid_coords(torch.zeros(2, 9, 4))[..., 4:]
+    assert xy[0, 0].tolist() == [-1.0, -1.0] and xy[0, 5].tolist() == [1.0, 0.0] and xy[1, 8].tolist() == [1.0, 1.0]
+    proj = build_projector(ProjectorConfig(kind=kind, coords=True, queries=3, heads=2), 4, 8)
+    tokens = torch.zeros(1, 16, 4)  # identical tokens: only their place tells them apart
+    out = proj(tokens, torch.ones(1, 16, dtype=torch.bool))[0]
+    assert kind == "qformer" or not torch.allclose(out[0, 0], out[0, 1])
+    with pytest.raises(ValueError, match="square token grid"):
+        proj(torch.zeros(1, 6, 4), torch.ones(1, 6, dtype=torch.bool))
+
+
 def _batch(m, convs, generation=False, align="right"):
     enc = m.tokenizer.encode_batch(convs, generation=generation)
     ids, padding = pad_rows([e.ids for e in enc], m.tokenizer.pad_id, align)

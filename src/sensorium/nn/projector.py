@@ -25,6 +25,7 @@ class ProjectorConfig:
     layers: int = 2  # qformer: cross-attention blocks
     heads: int = 4  # qformer: attention heads
     positions: int = 0  # learned position embedding added to the first `positions` input tokens (0 = none)
+    coords: bool = False  # append each token's (x, y) in [-1, 1] on its square grid as 2 input features (CoordConv)
     position_std: float = 0.02  # its init scale; near the input's own scale makes positions salient from step 0
     dropout: float = 0.0
     encoder_layers: int = 0  # > 0: bidirectional transformer blocks over the projected tokens (any kind)
@@ -47,14 +48,41 @@ class _Positions(nn.Module):
         return tokens + self.table[: tokens.shape[1]].to(tokens.dtype)
 
 
+def grid_coords(tokens: torch.Tensor) -> torch.Tensor:
+    """[M, g*g, D] tokens of a row-major square grid -> [M, g*g, D + 2] with each token's (x, y) in [-1, 1]
+    appended: the coordinate tags that Relation Networks add to CNN cells, so distances are linear in the input."""
+    m, t, _ = tokens.shape
+    side = int(round(t ** 0.5))
+    if side * side != t:
+        raise ValueError(f"projector coords need a square token grid; the tower gave {t} tokens per item")
+    axis = torch.linspace(-1.0, 1.0, side, device=tokens.device, dtype=tokens.dtype) if side > 1 else \
+        torch.zeros(1, device=tokens.device, dtype=tokens.dtype)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    xy = torch.stack([x.flatten(), y.flatten()], dim=-1)
+    return torch.cat([tokens, xy.expand(m, -1, -1)], dim=-1)
+
+
+class _Input(nn.Module):
+    """What every projector does to its input first: optional grid coordinates, then learned positions."""
+
+    def __init__(self, cfg: ProjectorConfig, in_dim: int):
+        super().__init__()
+        self.coords = cfg.coords
+        self.dim = in_dim + 2 * cfg.coords
+        self.pos = _Positions(cfg.positions, self.dim, cfg.position_std)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.pos(grid_coords(tokens) if self.coords else tokens)
+
+
 class MLPProjector(nn.Module):
     """Per-token Linear -> GELU -> Linear (LLaVA-1.5's mlp2x_gelu); keeps the token count and mask."""
 
     def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int):
         super().__init__()
-        self.pos = _Positions(cfg.positions, in_dim, cfg.position_std)
+        self.pos = _Input(cfg, in_dim)
         hidden = cfg.hidden or out_dim
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.mlp = nn.Sequential(nn.Linear(self.pos.dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,18 +96,19 @@ class PixelShuffleProjector(nn.Module):
     def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int):
         super().__init__()
         self.factor = cfg.factor
-        self.pos = _Positions(cfg.positions, in_dim, cfg.position_std)
-        self.proj = nn.Linear(in_dim * cfg.factor ** 2, out_dim)
+        self.pos = _Input(cfg, in_dim)
+        self.proj = nn.Linear(self.pos.dim * cfg.factor ** 2, out_dim)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[M, g*g, D_in] -> [M, (g/r)^2, D_out]; needs a full square grid whose side r divides."""
-        m, t, d = tokens.shape
+        m, t, _ = tokens.shape
         side, r = int(round(t ** 0.5)), self.factor
         if side * side != t or side % r or not bool(mask.all()):
             raise ValueError(f"pixel_shuffle needs a full square token grid with a side divisible by factor={r}; "
                              f"the tower gave {t} tokens per item{'' if bool(mask.all()) else ' with padding'}")
-        x = self.pos(tokens).view(m, side // r, r, side // r, r, d).permute(0, 1, 3, 2, 4, 5)
-        x = self.proj(x.reshape(m, (side // r) ** 2, r * r * d))
+        x = self.pos(tokens)
+        x = x.view(m, side // r, r, side // r, r, x.shape[-1]).permute(0, 1, 3, 2, 4, 5)
+        x = self.proj(x.reshape(m, (side // r) ** 2, -1))
         return x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
 
 
@@ -107,8 +136,8 @@ class QFormerProjector(nn.Module):
         width = cfg.hidden or out_dim
         if width % cfg.heads:
             raise ValueError(f"qformer width {width} is not divisible by heads={cfg.heads}")
-        self.pos = _Positions(cfg.positions, in_dim, cfg.position_std)
-        self.inp = nn.Linear(in_dim, width)
+        self.pos = _Input(cfg, in_dim)
+        self.inp = nn.Linear(self.pos.dim, width)
         self.queries = nn.Parameter(torch.randn(cfg.queries, width) * 0.02)
         self.blocks = nn.ModuleList(_QueryBlock(width, cfg.heads) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(width)
@@ -170,4 +199,4 @@ def output_tokens(cfg: ProjectorConfig, n_in: int) -> int:
 
 
 __all__ = ["PROJECTORS", "MLPProjector", "PixelShuffleProjector", "ProjectorConfig", "QFormerProjector",
-           "TokenEncoder", "build_projector", "output_tokens"]
+           "TokenEncoder", "build_projector", "grid_coords", "output_tokens"]

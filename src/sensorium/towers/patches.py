@@ -70,8 +70,11 @@ class PatchTower(Tower):
 
 @register_tower("image-convstem")
 class ConvStemTower(PatchTower):
-    """Three stride-2 3x3 convolutions and one stride-1 (GELU) on size x size pixels -> a (size/8)^2 grid of
-    `width`-d tokens. Randomly initialised: train it with the decoder (media.<m>.train_tower: true)."""
+    """Three stride-2 3x3 convolutions and one stride-1, each with batch norm and GELU (the CNN of Relation
+    Networks' Sort-of-CLEVR model, with GELU), on size x size pixels -> a (size/8)^2 grid of `width`-d tokens whose
+    receptive field (31 px) covers a whole object. Randomly initialised: train it with the decoder
+    (media.<m>.train_tower: true). Without the norms, features shrink layer by layer at random init and the
+    decoder starts out blind to the image."""
 
     name = "image-convstem"
 
@@ -79,14 +82,16 @@ class ConvStemTower(PatchTower):
         super().__init__(size=size, patch=8)
         chans = (3, width // 4, width // 2, width, width)
         self.convs = torch.nn.ModuleList(
-            torch.nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < 3 else 1, padding=1) for i in range(4))
+            torch.nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < 3 else 1, padding=1, bias=False)
+            for i in range(4))
+        self.norms = torch.nn.ModuleList(torch.nn.BatchNorm2d(c) for c in chans[1:])
         self.dim = width
 
     def tokens(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 pixels [B, 3, size, size] -> [B, (size/8)^2, width] row-major, all real."""
         x = inputs.to(self.convs[0].weight.dtype) / 127.5 - 1.0
-        for conv in self.convs:
-            x = F.gelu(conv(x))
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.gelu(norm(conv(x)))
         tokens = x.flatten(2).transpose(1, 2).contiguous()
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
 

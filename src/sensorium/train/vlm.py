@@ -17,7 +17,7 @@ import yaml
 
 from ..config import reject_unknown
 from ..models.template import ChatTemplate, ChatTokenizer, extend_tokenizer, train_tokenizer
-from ..models.vlm import VisionLanguageModel, VLMConfig
+from ..models.vlm import MediaConfig, VisionLanguageModel, VLMConfig
 from ..nn.lora import apply_lora, merge_lora
 from .trainer import TrainConfig, Trainer
 from .vlm_data import DataConfig, MediaStore, Rows, Samples, conversations, corpus, load_samples, tokenize
@@ -88,7 +88,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> VLMRecipe
             data["stages"] = [{**defaults, **s, "optim": {**defaults["optim"], **s.get("optim", {})}}
                               for s in loaded.pop("stages")]
         if "media" in loaded.get("model", {}):
-            data["model"]["media"] = loaded["model"].pop("media")
+            media = asdict(MediaConfig())
+            data["model"]["media"] = {k: {**media, **v, "projector": {**media["projector"], **v.get("projector", {})}}
+                                      for k, v in loaded["model"].pop("media").items()}
         _merge(data, loaded, str(path))
     apply_overrides(data, list(overrides))
     return VLMRecipe.from_dict(data)
