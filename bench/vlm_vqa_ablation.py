@@ -25,14 +25,13 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 RECIPE = ROOT / "configs" / "vlm-world-gpu.yaml"
-CONVSTEM = ["model.media.image.tower=image-convstem", "model.media.image.tower_args={size: 64, width: 128}",
-            "model.media.image.train_tower=true", "stages.0.train=[projectors, lm, towers]",
-            "stages.1.train=[projectors, lm, towers]"]
+PATCHES = ["model.media.image.tower=image-patches", "model.media.image.tower_args={size: 64, patch: 8}",
+           "model.media.image.train_tower=false", "stages.0.train=[projectors, lm]", "stages.1.train=[projectors, lm]"]
 VARIANTS: dict[str, list[str]] = {
     "recipe": [],
-    "convstem": CONVSTEM,  # a trained CNN (batch norm, GELU) instead of raw pixel patches
+    "raw_patches": PATCHES,  # raw 8x8 pixel patches (no weights) instead of the trained conv stem
     "no_encoder": ["model.media.image.projector.encoder_layers=0", "model.decoder.depth=10"],  # same depth overall
-    "no_coords": ["model.media.image.projector.coords=false"],
+    "no_positions": ["model.media.image.projector.coords=false", "model.media.image.projector.encoder_positions=none"],
     "no_caption_stage": ["stages.0.time_budget_s=1", "stages.0.optim.steps=1",
                          "stages.1.time_budget_s={train_seconds}"],  # all of the budget on QA
 }
@@ -42,7 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--train-seconds", type=float, default=300.0, help="training budget of every variant")
-    parser.add_argument("--only", nargs="*", default=list(VARIANTS)[:4], choices=list(VARIANTS))
+    parser.add_argument("--only", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--tiny", action="store_true", help="test-sized (CPU)")
     args = parser.parse_args()
     from _machine import machine

@@ -30,6 +30,7 @@ class ProjectorConfig:
     dropout: float = 0.0
     encoder_layers: int = 0  # > 0: bidirectional transformer blocks over the projected tokens (any kind)
     encoder_heads: int = 4
+    encoder_positions: str = "sincos2d"  # sincos2d (fixed 2D sine-cosine code on square grids, as MAE) | none
 
 
 class _Positions(nn.Module):
@@ -154,6 +155,22 @@ class QFormerProjector(nn.Module):
         return out, torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
 
 
+def sincos_2d(side: int, dim: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+              ) -> torch.Tensor:
+    """Fixed 2D sine-cosine position code [side*side, dim] of a row-major grid (as MAE / ViT): the first half of
+    the channels encodes the column, the second the row, each as sin/cos at dim/4 geometric frequencies. The
+    wavelengths span the grid (2 side cells down to 2 cells) rather than MAE's 1..10,000, so that on small grids
+    neighbouring cells differ in most channels instead of a few."""
+    if dim % 4:
+        raise ValueError(f"sincos2d positions need a width divisible by 4, got {dim}")
+    n = dim // 4
+    omega = (torch.pi / side) * float(side) ** (torch.arange(n, device=device, dtype=torch.float32) / max(1, n - 1))
+    y, x = torch.meshgrid(torch.arange(side, device=device, dtype=torch.float32),
+                          torch.arange(side, device=device, dtype=torch.float32), indexing="ij")
+    parts = [f(c.flatten()[:, None] * omega[None]) for c in (x, y) for f in (torch.sin, torch.cos)]
+    return torch.cat(parts, dim=1).to(dtype)
+
+
 class TokenEncoder(nn.Module):
     """A projector followed by bidirectional pre-norm transformer blocks over its output tokens (padding masked),
     so every media token sees the whole item before the causal decoder reads it - a trainable ViT-style encoder on
@@ -164,7 +181,9 @@ class TokenEncoder(nn.Module):
         super().__init__()
         if dim % cfg.encoder_heads:
             raise ValueError(f"projector encoder: dim {dim} is not divisible by encoder_heads={cfg.encoder_heads}")
-        self.projector = projector
+        if cfg.encoder_positions not in ("sincos2d", "none"):
+            raise ValueError(f"encoder_positions={cfg.encoder_positions!r}; expected sincos2d or none")
+        self.projector, self.sincos = projector, cfg.encoder_positions == "sincos2d"
         self.encoder = Transformer(TransformerConfig(dim=dim, depth=cfg.encoder_layers, n_heads=cfg.encoder_heads,
                                                      mlp_hidden=4 * dim, fused_qkv=True))
         self.norm = nn.LayerNorm(dim)
@@ -172,6 +191,9 @@ class TokenEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[M, T, D_in], [M, T] -> [M, T', D_out], [M, T'] (the inner projector's tokens, encoded)."""
         x, mask = self.projector(tokens, mask)
+        side = int(round(x.shape[1] ** 0.5))
+        if self.sincos and side * side == x.shape[1]:  # a square grid of tokens: tell the blocks where each sits
+            x = x + sincos_2d(side, x.shape[-1], x.device, x.dtype)
         attn = None if bool(mask.all()) else attention_mask(mask, x.shape[1], x.shape[1], causal=False)
         return self.norm(self.encoder(x, mask=attn)), mask
 
@@ -199,4 +221,4 @@ def output_tokens(cfg: ProjectorConfig, n_in: int) -> int:
 
 
 __all__ = ["PROJECTORS", "MLPProjector", "PixelShuffleProjector", "ProjectorConfig", "QFormerProjector",
-           "TokenEncoder", "build_projector", "grid_coords", "output_tokens"]
+           "TokenEncoder", "build_projector", "grid_coords", "output_tokens", "sincos_2d"]
