@@ -43,6 +43,10 @@ def test_speech_frames_and_text_states_have_masks():
     assert tokens.shape == (1, 16, 16) == (1, stem.grid ** 2, stem.token_dim) and mask.all()
     tokens.sum().backward()
     assert stem.convs[0].weight.grad is not None
+    fine = build_tower("image-convstem", size=32, width=16, stride=4)  # 4x the tokens, for a pixel-shuffle projector
+    assert fine.tokens(fine.prepare([image(size=32)]))[0].shape == (1, 64, 16) and fine.grid == 8
+    with pytest.raises(ValueError, match="stride 2"):
+        build_tower("image-convstem", stride=2)
 
 
 def test_a_tower_trains_when_the_recipe_unfreezes_it():

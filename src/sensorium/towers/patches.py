@@ -70,25 +70,29 @@ class PatchTower(Tower):
 
 @register_tower("image-convstem")
 class ConvStemTower(PatchTower):
-    """Three stride-2 3x3 convolutions and one stride-1, each with batch norm and GELU (the CNN of Relation
-    Networks' Sort-of-CLEVR model, with GELU), on size x size pixels -> a (size/8)^2 grid of `width`-d tokens whose
-    receptive field (31 px) covers a whole object. Randomly initialised: train it with the decoder
+    """Four 3x3 convolutions, the first three (stride 8) or two (stride 4) of them halving the resolution, each with
+    batch norm and GELU (the CNN of Relation Networks' Sort-of-CLEVR model, with GELU), on size x size pixels -> a
+    (size/stride)^2 grid of `width`-d tokens whose receptive field (31 or 23 px) covers a whole object; stride 4
+    with a pixel-shuffle projector keeps 4x finer positions in the same token count. Randomly initialised: train it with the decoder
     (media.<m>.train_tower: true). Without the norms, features shrink layer by layer at random init and the
     decoder starts out blind to the image."""
 
     name = "image-convstem"
 
-    def __init__(self, size: int = 64, width: int = 128) -> None:
-        super().__init__(size=size, patch=8)
+    def __init__(self, size: int = 64, width: int = 128, stride: int = 8) -> None:
+        if stride not in (4, 8):
+            raise ValueError(f"image-convstem: stride {stride} must be 4 or 8 (a (size/stride)^2 token grid)")
+        super().__init__(size=size, patch=stride)
         chans = (3, width // 4, width // 2, width, width)
+        down = 3 if stride == 8 else 2  # the first `down` convolutions halve the resolution
         self.convs = torch.nn.ModuleList(
-            torch.nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < 3 else 1, padding=1, bias=False)
+            torch.nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < down else 1, padding=1, bias=False)
             for i in range(4))
         self.norms = torch.nn.ModuleList(torch.nn.BatchNorm2d(c) for c in chans[1:])
         self.dim = width
 
     def tokens(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 pixels [B, 3, size, size] -> [B, (size/8)^2, width] row-major, all real."""
+        """uint8 pixels [B, 3, size, size] -> [B, (size/stride)^2, width] row-major, all real."""
         x = inputs.to(self.convs[0].weight.dtype) / 127.5 - 1.0
         for conv, norm in zip(self.convs, self.norms):
             x = F.gelu(norm(conv(x)))
