@@ -206,13 +206,16 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
 
 
 def loader_rate(feed: ShardFeed, batch: int, device: torch.device, seconds: float) -> dict[str, Any]:
-    """Samples/s of the data path alone (workers decoding, pinned copy, normalisation on the device), measured
-    after its first batch (worker start-up), so the training row can say whether data or compute limits it."""
+    """Samples/s of the data path alone (workers decoding, pinned copy, normalisation on the device), timed after
+    a first wave of one batch per worker (start-up), so the training row can say whether data or compute limits
+    it."""
     start = time.perf_counter()
     next(feed)
     first = time.perf_counter() - start
+    for _ in range(feed.loader._loader.num_workers):
+        next(feed)
     n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds or n < 3:
+    while time.perf_counter() - t < 2 * seconds or n < 3:
         next(feed)
         n += 1
     sync(device)

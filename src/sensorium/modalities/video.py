@@ -72,7 +72,7 @@ def _to_tensor(value: Clip) -> Any:
     """Clip -> uint8 tensor [T, 3, H, W] (batches pad T to the longest and report `lengths`)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(value.frames)).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(value.frames).transpose(0, 3, 1, 2)))
 
 
 def _preview(value: Clip) -> Image.Image:

@@ -1,0 +1,59 @@
+"""The real-data path alone: samples/s that `ShardFeed` (WebDataset shards -> decoding workers -> pinned, device
+batches for a ViT-B-16 dual encoder) delivers for several worker counts, with no training step. If the rate grows
+with the workers, decoding limits it; if it stays flat, the main process does.
+
+Usage:  PYTHONPATH=src python3 bench/shard_feed.py --shards DIR --out OUT.json [--workers 1,4,8,14] [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--workers", default="1,4,8,14")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    args = parser.parse_args()
+    import torch
+    from _machine import machine
+
+    from sensorium.train.fast import ShardFeed, clip_config, sync
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for workers in [int(w) for w in args.workers.split(",")]:
+        feed = ShardFeed(args.shards, clip_config("ViT-B-16"), args.batch_size, device, workers=workers)
+        for _ in range(max(1, workers)):  # the first wave: worker start-up
+            next(feed)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < args.seconds:
+            next(feed)
+            n += args.batch_size
+        sync(device)
+        rate = n / (time.perf_counter() - start)
+        rows.append({"workers": workers, "samples_per_s": round(rate, 1),
+                     "per_worker": round(rate / max(1, workers), 1)})
+        print(rows[-1], flush=True)
+        del feed
+    info = machine()
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    args.out.write_text(json.dumps({"machine": info, "shards": args.shards, "batch_size": args.batch_size,
+                                    "seconds_each": args.seconds, "device": device.type, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
