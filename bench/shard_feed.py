@@ -2,7 +2,7 @@
 batches for a ViT-B-16 dual encoder) delivers for several worker counts, with no training step. If the rate grows
 with the workers, decoding limits it; if it stays flat, the main process does.
 
-Usage:  PYTHONPATH=src python3 bench/shard_feed.py --shards DIR --out OUT.json [--workers 1,4,8,14] [--seconds 6]
+Usage:  PYTHONPATH=src python3 bench/shard_feed.py --shards DIR --out OUT.json [--workers 1,4,8,14] [--pin on,off]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def main() -> int:
     parser.add_argument("--workers", default="1,4,8,14")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--pin", default="on", help="comma list of on/off: pinned host memory for the copies")
     args = parser.parse_args()
     import torch
     from _machine import machine
@@ -33,8 +34,8 @@ def main() -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    for workers in [int(w) for w in args.workers.split(",")]:
-        feed = ShardFeed(args.shards, clip_config("ViT-B-16"), args.batch_size, device, workers=workers)
+    for workers, pin in [(int(w), p == "on") for p in args.pin.split(",") for w in args.workers.split(",")]:
+        feed = ShardFeed(args.shards, clip_config("ViT-B-16"), args.batch_size, device, workers=workers, pin=pin)
         for _ in range(max(1, workers)):  # the first wave: worker start-up
             next(feed)
         n, start = 0, time.perf_counter()
@@ -43,10 +44,10 @@ def main() -> int:
             n += args.batch_size
         sync(device)
         rate = n / (time.perf_counter() - start)
-        rows.append({"workers": workers, "samples_per_s": round(rate, 1),
+        rows.append({"workers": workers, "pin_memory": pin, "samples_per_s": round(rate, 1),
                      "per_worker": round(rate / max(1, workers), 1)})
         print(rows[-1], flush=True)
-        del feed
+        feed.close()
     info = machine()
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)

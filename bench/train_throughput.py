@@ -167,7 +167,8 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
     compile_mode, ckpt = VARIANTS[row.variant.removesuffix(SHARDS)]
     extra: dict[str, Any] = {}
     if real:
-        feed = ShardFeed(ctx.shards, cfg, args.batch_size, dev, workers=args.loader_workers)
+        feed = ShardFeed(ctx.shards, cfg, args.batch_size, dev, workers=args.loader_workers,
+                         pin=args.loader_pin == "on", thread=args.loader_thread == "on")
         extra = loader_rate(feed, args.batch_size, dev, args.target_s)
     if row.impl == "sensorium":
         model = _sensorium_model(ctx, cfg)
@@ -194,7 +195,11 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             return loss.detach()
-    t = ctx.timing(run)
+    try:
+        t = ctx.timing(run)
+    finally:
+        if real:
+            feed.close()
     loss = float(t.pop("last"))
     if not torch.isfinite(torch.tensor(loss)):
         raise FloatingPointError(f"loss became {loss}")
@@ -372,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write this many Sensorium World samples (image + caption) at the model's image size into "
                         "OUT/world-shards first and use them for the real-data row")
     p.add_argument("--loader-workers", type=int, default=None, help="decoding processes (default: CPUs - 2)")
+    p.add_argument("--loader-pin", choices=["on", "off"], default="on", help="pinned host memory for the copies")
+    p.add_argument("--loader-thread", choices=["on", "off"], default="off",
+                   help="copy and normalise batches in a background thread on a side CUDA stream")
     args = p.parse_args(argv)
     start = time.perf_counter()
     tiny = args.tiny
@@ -418,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     if shards is not None:
         doc["settings"]["shards"] = str(shards)
         doc["settings"]["loader_workers"] = args.loader_workers
+        doc["settings"]["loader_pin_memory"] = args.loader_pin
+        doc["settings"]["loader_thread"] = args.loader_thread
     rows = [r for r in plan(models, shards is not None)
             if not args.only or any(s in r.name for s in args.only.split(","))]
     deadline = start + args.time_budget_s

@@ -193,12 +193,17 @@ def test_byte_tokens_and_shard_feed(tmp_path):
         byte_tokens(["x"], 8, 100)
     write_world(tmp_path, 12, "train", 0, WorldConfig(image_size=24), ("image", "text"), shard_size=4, progress=False)
     cfg = clip_config("tiny")
-    feed = ShardFeed(tmp_path, cfg, batch_size=4, device="cpu", workers=0)
-    for _ in range(4):  # past the end of the first epoch
-        pixels, ids = next(feed)
-        assert pixels.shape == (4, 3, 32, 32) and ids.shape == (4, 16)  # resized to the tower's 32 px
+    for thread in (True, False):  # a background thread or inline (the default)
+        feed = ShardFeed(tmp_path, cfg, batch_size=4, device="cpu", workers=0, thread=thread)
+        for _ in range(4):  # past the end of the first epoch
+            pixels, ids = next(feed)
+            assert pixels.shape == (4, 3, 32, 32) and ids.shape == (4, 16)  # resized to the tower's 32 px
+        feed.close()
     background = pixels[:, :, 0, 0]  # a corner pixel, normalised with CLIP mean/std
     assert background.abs().max() < 3 and not torch.allclose(background, -torch.tensor(CLIP_MEAN) / 0.27)
+    feed = ShardFeed(tmp_path, cfg, batch_size=64, device="cpu", workers=0, thread=True)  # > the 12 samples there
+    with pytest.raises(ValueError, match="no complete batch"):  # raised by the thread, surfaced here
+        next(feed)
 
 
 def test_throughput_bench_skips_rows_past_the_time_budget(tmp_path):

@@ -255,16 +255,20 @@ def byte_tokens(texts: list[str], context: int, vocab_size: int) -> torch.Tensor
 
 class ShardFeed:
     """Endless (pixels, ids) batches from WebDataset shards for a DualEncoder: images decoded to uint8 in
-    `workers` DataLoader processes (pinned), copied to the device without blocking, resized if needed and
-    normalised there (CLIP mean/std); captions as `byte_tokens`. Epochs repeat until the caller stops."""
+    `workers` DataLoader processes, copied to the device, resized if needed and normalised there (CLIP
+    mean/std); captions as `byte_tokens`. With `thread` a background thread does the copies and the
+    normalisation on its own CUDA stream, `depth` batches ahead, so the training thread only launches the step and
+    the copies overlap its kernels (tested on CPU; not yet measured on a GPU, hence off by default). Epochs repeat until the caller stops; errors surface on the next `next`."""
 
     def __init__(self, shards: Any, cfg: DualEncoderConfig, batch_size: int, device: torch.device | str,
-                 workers: int = 4, prefetch: int = 4, seed: int = 0):
+                 workers: int = 4, prefetch: int = 4, seed: int = 0, pin: bool = True, thread: bool = False,
+                 depth: int = 3):
         from ..data.loader import StreamingDataset, StreamingLoader
 
         self.cfg, self.device = cfg, torch.device(device)
         dataset = StreamingDataset(shards, want={"image", "text"}, shuffle=True, seed=seed)
-        options = {"pin_memory": self.device.type == "cuda", "drop_last": True}
+        self.pin = pin and self.device.type == "cuda"
+        options = {"pin_memory": self.pin, "drop_last": True}
         if workers > 0:
             options["prefetch_factor"] = prefetch
         self.loader = StreamingLoader(dataset, batch_size=batch_size, num_workers=workers, **options)
@@ -272,6 +276,15 @@ class ShardFeed:
         self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
         self._it: Iterator[dict[str, Any]] | None = None
         self.batches = 0
+        self._queue: Any = None
+        if thread:
+            import queue
+            import threading
+
+            self._queue = queue.Queue(maxsize=depth)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._produce, name="shard-feed", daemon=True)
+            self._thread.start()
 
     def _next_batch(self) -> dict[str, Any]:
         for _ in range(2):  # a fresh epoch when the last one ended
@@ -283,7 +296,7 @@ class ShardFeed:
             self._it = None
         raise ValueError("the shards hold no complete batch of samples with an image and a caption")
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _device_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self._next_batch()
         images, present = batch["image"], batch["present"]
         if not bool(present["image"].all() and present["text"].all()):
@@ -296,10 +309,55 @@ class ShardFeed:
             pixels = nn.functional.interpolate(pixels, size=(v.image_size, v.image_size), mode="bilinear",
                                                antialias=True)
         pixels = (pixels - self.mean) / self.std
-        ids = byte_tokens(batch["text"], t.context_length, t.vocab_size).pin_memory() if self.device.type == "cuda" \
-            else byte_tokens(batch["text"], t.context_length, t.vocab_size)
-        self.batches += 1
+        ids = byte_tokens(batch["text"], t.context_length, t.vocab_size)
+        ids = ids.pin_memory() if self.pin else ids
         return pixels, ids.to(self.device, non_blocking=True)
+
+    def _produce(self) -> None:
+        """Background thread: device batches (on a side stream on CUDA, with an event to wait on) into the queue;
+        an exception is queued too, to be raised in the training thread."""
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None
+        while not self._stop.is_set():
+            try:
+                with torch.cuda.stream(stream) if cuda else nullcontext():
+                    pixels, ids = self._device_batch()
+                    event = torch.cuda.Event() if cuda else None
+                    if event is not None:
+                        event.record(stream)
+                item: Any = (pixels, ids, event)
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer
+                item = err
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.5)
+                    break
+                except Exception:  # queue.Full: the consumer is slower; wait, but notice close()
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._queue is None:
+            self.batches += 1
+            return self._device_batch()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        pixels, ids, event = item
+        if event is not None:  # the copies were made on the feed's stream: order them before the step's kernels
+            main = torch.cuda.current_stream(self.device)
+            main.wait_event(event)
+            pixels.record_stream(main)
+            ids.record_stream(main)
+        self.batches += 1
+        return pixels, ids
+
+    def close(self) -> None:
+        """Stop the background thread (it finishes the batch in hand)."""
+        if self._queue is not None:
+            self._stop.set()
+            self._thread.join(timeout=10)
 
     def __iter__(self) -> "ShardFeed":
         return self
