@@ -106,3 +106,31 @@ def test_chat_and_eval_commands(run, tmp_path, capsys):
     long = "What shape is it? " * 80
     assert main(["chat", str(root / "run"), "--image", str(picture), long]) == 1
     assert "longer than the decoder's context" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["vlm-world-gpu", "vlm-world-cpu"])
+def test_committed_world_recipes_train_and_report_test_split(name, tmp_path):
+    """The committed World VQA recipes, shrunk in data and steps only: their model (conv stem, coords, pixel
+    shuffle, encoder with sine-cosine positions) trains through both stages and is evaluated on val and test."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sets = ["device=cpu", "bf16=false", "eval_batch=8"]
+    for data in ("captions", "vqa"):
+        sets += [f"data.{data}.n_train=6", f"data.{data}.n_val=2", f"data.{data}.workers=1",
+                 f"data.{data}.cache_dir={tmp_path / 'world'}"]
+    for stage in (0, 1):
+        sets += [f"stages.{stage}.time_budget_s=0", f"stages.{stage}.optim.steps=2",
+                 f"stages.{stage}.optim.batch_size=4", f"stages.{stage}.optim.eval_every=2"]
+    recipe = load_recipe(root / "configs" / f"{name}.yaml", sets)
+    assert recipe.model.media["image"].projector.encoder_layers > 0 and recipe.model.media["image"].train_tower
+    report = run_recipe(recipe, tmp_path / "run", progress=False)
+    assert report["vqa"]["n"] > 0 and report["vqa-test"]["n"] > 0
+    assert {"by_family", "parse_failure_rate"} <= set(report["vqa-test"])
+    assert len(list((tmp_path / "world").glob("world-*.safetensors"))) == 3  # train, val, test, shared by stages
+    again = load_recipe(root / "configs" / f"{name}.yaml", sets)
+    from sensorium.train.vlm_data import load_samples
+
+    cached = load_samples(again.data["vqa"], "test", again.seed)  # read back from the cache, same scenes
+    fresh = load_samples(type(again.data["vqa"])(**{**again.data["vqa"].__dict__, "cache_dir": ""}), "test", 0)
+    assert torch.equal(cached.images, fresh.images) and cached.qa == fresh.qa and cached.keys == fresh.keys
