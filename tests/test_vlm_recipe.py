@@ -134,3 +134,15 @@ def test_committed_world_recipes_train_and_report_test_split(name, tmp_path):
     cached = load_samples(again.data["vqa"], "test", again.seed)  # read back from the cache, same scenes
     fresh = load_samples(type(again.data["vqa"])(**{**again.data["vqa"].__dict__, "cache_dir": ""}), "test", 0)
     assert torch.equal(cached.images, fresh.images) and cached.qa == fresh.qa and cached.keys == fresh.keys
+
+
+def test_damaged_world_cache_is_regenerated_with_a_warning(tmp_path, caplog):
+    from sensorium.train.vlm_data import cached_world_samples
+
+    first = cached_world_samples(tmp_path, 3, "val", 0, {"image_size": 16})
+    (path,) = tmp_path.glob("world-val-*.safetensors")
+    path.write_bytes(b"not safetensors")
+    with caplog.at_level("WARNING"):
+        again = cached_world_samples(tmp_path, 3, "val", 0, {"image_size": 16})
+    assert "unreadable World cache" in caplog.text and path.name in caplog.text
+    assert torch.equal(first.images, again.images) and first.qa == again.qa

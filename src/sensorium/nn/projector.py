@@ -1,7 +1,9 @@
 """Modality projectors: a tower's token sequence [M, T, D_in] (+ mask) -> tokens in a language model's embedding
 space [M, T', D_out]. Three kinds: an MLP per token (LLaVA-1.5), pixel shuffle + linear, which folds each
 r x r block of a square grid into one token (nanoVLM), and learned queries that cross-attend to the tokens
-(a Q-Former-lite, as in BLIP-2 / Video-LLaMA), which gives a fixed token count for any input length."""
+(a Q-Former-lite, as in BLIP-2 / Video-LLaMA), which gives a fixed token count for any input length. Any kind
+can tag its input tokens with their grid coordinates and learned positions, and be followed by bidirectional
+encoder blocks with a 2D sine-cosine position code (`TokenEncoder`)."""
 
 from __future__ import annotations
 

@@ -85,8 +85,14 @@ def cached_world_samples(folder: Path, n: int, split: str, seed: int, world: dic
     base = folder / f"world-{split}-{n}-{key}"
     images, meta = base.with_suffix(".safetensors"), base.with_suffix(".json")
     if images.is_file() and meta.is_file():
-        data = json.loads(meta.read_text())
-        return Samples(load_file(str(images))["images"], data["captions"], data["qa"], data["keys"])
+        try:
+            data = json.loads(meta.read_text())
+            cached = Samples(load_file(str(images))["images"], data["captions"], data["qa"], data["keys"])
+            if len(cached) == n and cached.images.shape[0] == n:
+                return cached
+            log.warning("%s: holds %d scenes, expected %d; generating them again", images, len(cached), n)
+        except Exception as err:  # noqa: BLE001 - a damaged cache is regenerated, never trusted
+            log.warning("%s: unreadable World cache (%s: %s); generating it again", images, type(err).__name__, err)
     samples = world_samples(n, split, seed, world, workers)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = base.with_name(base.name + f".{os.getpid()}.tmp")
