@@ -1,14 +1,17 @@
-"""Language-decoder benchmark for one GPU, in one run of at most ~7 minutes, writing JSON as it goes:
+"""Language-decoder benchmark for one GPU, writing JSON as it goes:
 
 1. generation throughput (new tokens/s at batch 1 and batch 32, greedy, KV cache on both) of Sensorium's
    decoder against Hugging Face transformers' `generate`, same Llama architecture (SmolLM2-135M shape,
-   random weights) and the same weights in bf16; plus an fp32 check that both decode the same tokens;
-2. World VQA (Sort-of-CLEVR questions): generate the data, train configs/vlm-world-gpu.yaml within a time
-   budget (bf16 autocast, fused AdamW through the shared Trainer), report accuracy per question type and
-   per family (relational / non-relational; target >= 94% on both).
+   random weights) and the same weights in bf16; plus an fp32 check that both decode the same tokens (~2 min);
+2. World VQA (Sort-of-CLEVR questions): generate the data, train a recipe (configs/vlm-world-gpu.yaml unless
+   --recipe) within --train-seconds, split over its stages in proportion to their time_budget_s (bf16 autocast,
+   fused AdamW through the shared Trainer), report accuracy per question type and per family (relational /
+   non-relational; target >= 94% on both) on World's val split and on its test split, never used to choose.
 
-Usage:  PYTHONPATH=src python3 bench/vlm_gpu.py --out OUT            (GPU, the real measurement)
-        PYTHONPATH=src python3 bench/vlm_gpu.py --out /tmp/x --tiny  (CPU, test-sized: proves it runs)
+Usage:  PYTHONPATH=src python3 bench/vlm_gpu.py --out OUT                       (GPU: both phases, ~9 min)
+        PYTHONPATH=src python3 bench/vlm_gpu.py --out OUT --skip throughput --train-seconds 445 --total-seconds 560
+        PYTHONPATH=src python3 bench/vlm_gpu.py --out OUT --set model.decoder.depth=8   (recipe overrides)
+        PYTHONPATH=src python3 bench/vlm_gpu.py --out /tmp/x --tiny             (CPU, test-sized: proves it runs)
 Writes OUT/vlm_gpu.json (updated after every phase), OUT/vqa_eval.json, OUT/vqa_metrics.jsonl, OUT/vqa_loss.png.
 """
 
