@@ -8,7 +8,7 @@
    fused AdamW through the shared Trainer), report accuracy per question type and per family (relational /
    non-relational; target >= 94% on both) on World's val split and on its test split, never used to choose.
 
-Usage:  PYTHONPATH=src python3 bench/vlm_gpu.py --out OUT                       (GPU: both phases, ~9 min)
+Usage:  PYTHONPATH=src python3 bench/vlm_gpu.py --out OUT              (GPU: both phases within --total-seconds)
         PYTHONPATH=src python3 bench/vlm_gpu.py --out OUT --skip throughput --train-seconds 445 --total-seconds 560
         PYTHONPATH=src python3 bench/vlm_gpu.py --out OUT --set model.decoder.depth=8   (recipe overrides)
         PYTHONPATH=src python3 bench/vlm_gpu.py --out /tmp/x --tiny             (CPU, test-sized: proves it runs)
