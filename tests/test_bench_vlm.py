@@ -16,9 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow  # ~15 s on an idle CPU (a subprocess importing transformers); run with -m slow
 def test_vlm_gpu_bench_runs_tiny(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "vlm_gpu.py"), "--out", str(tmp_path), "--tiny"],
-                          capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1",
-                                                                            "PATH": "/usr/bin:/bin"})
+    bench = ROOT / "bench" / "vlm_gpu.py"
+    run = (f"import sys, runpy; sys.path.insert(0, {str(ROOT / 'tests')!r}); import _torchvision_shim; "
+           f"sys.argv = [{str(bench)!r}, '--out', {str(tmp_path)!r}, '--tiny']; runpy.run_path(sys.argv[0], "
+           "run_name='__main__')")  # under the tests' torchvision shim, as transformers imports torchvision
+    proc = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     result = json.loads((tmp_path / "vlm_gpu.json").read_text())
     assert proc.returncode == 0, proc.stderr[-2000:] + json.dumps(result)[-2000:]
     throughput = result["generation_throughput"]
