@@ -60,8 +60,8 @@ def to_tensor(value: Image.Image) -> Any:
     """RGB image -> uint8 tensor [3, H, W] (models normalise; uint8 keeps batches small in workers)."""
     import torch
 
-    # the HWC -> CHW copy in numpy: torch's permuted copy goes through its thread pool, which stalls in loader
-    # workers on busy cores (measured 8 ms per 224 px image under load against 0.07 ms here)
+    # the HWC -> CHW copy in numpy: torch's permuted copy goes through its thread pool, which stalls on busy cores
+    # (8 ms per 224 px image in a profile under load; unloaded 0.12 ms, numpy 0.07 ms)
     return torch.from_numpy(np.ascontiguousarray(np.asarray(value.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)))
 
 
