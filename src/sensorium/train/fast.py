@@ -277,6 +277,7 @@ class ShardFeed:
         self._it: Iterator[dict[str, Any]] | None = None
         self.batches = 0
         self._queue: Any = None
+        self._error: BaseException | None = None
         if thread:
             import queue
             import threading
@@ -341,8 +342,11 @@ class ShardFeed:
         if self._queue is None:
             self.batches += 1
             return self._device_batch()
+        if self._error is not None:  # the thread has stopped on it: every later call fails the same way
+            raise self._error
         item = self._queue.get()
         if isinstance(item, BaseException):
+            self._error = item
             raise item
         pixels, ids, event = item
         if event is not None:  # the copies were made on the feed's stream: order them before the step's kernels
