@@ -89,3 +89,28 @@ def test_progressive_stage_freezes_earlier_heads_and_copies_init(tmp_path):
     train_stage(model, stage, feats, None, tmp_path / "2", seed=0, device="cpu", progress=False)
     for k, v in model.heads["image"].state_dict().items():
         assert torch.equal(v, image_before[k])  # frozen anchor untouched
+
+
+def test_run_alignment_does_not_depend_on_what_ran_before(tmp_path, monkeypatch):
+    """The heads are initialised from the recipe's seed alone: a run whose features were just computed (towers built,
+    global RNG consumed) and one that read them from the cache train the same weights."""
+    import sensorium.train.align as align
+
+    feats = _toy_features()
+    monkeypatch.setattr(align, "feature_cache", lambda config: tmp_path / "cache")
+    monkeypatch.setattr(align, "load_features", lambda config, split, cache, progress: feats)
+
+    class _Tower:
+        def describe(self):
+            return {"name": "toy"}
+
+    monkeypatch.setattr(align, "build_tower", lambda name: _Tower())
+    config = AlignConfig(towers={"image": "x", "text": "y"}, heads=align.HeadsConfig(16, 32, 0.1),
+                         stages=[_stage(6)])
+    models = []
+    for run, noise in (("a", 1), ("b", 2)):
+        torch.manual_seed(noise)
+        torch.randn(noise * 100)  # e.g. towers built with random init while features were computed
+        models.append(align.run_alignment(config, tmp_path / run, progress=False))
+    for (name, p), q in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(p, q), name

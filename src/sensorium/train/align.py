@@ -170,6 +170,7 @@ def run_alignment(config: AlignConfig, run_dir: str | Path, progress: bool = Tru
     val = load_features(config, "val", cache, progress)
     heads = {m: HeadConfig(train.features[m].shape[1], config.heads.hidden, config.heads.dropout)
              for m in config.towers}
+    torch.manual_seed(config.seed)  # head init from the seed alone, not from what ran before (cached or fresh features)
     model = AlignedModel(AlignedConfig(dim=config.heads.dim, heads=heads, towers=dict(config.towers)))
     towers_info = {m: build_tower(t).describe() for m, t in config.towers.items()}
     (run_dir / "towers.json").write_text(json.dumps(towers_info, indent=2, default=str))
