@@ -217,7 +217,7 @@ def loader_rate(feed: ShardFeed, batch: int, device: torch.device, seconds: floa
     start = time.perf_counter()
     next(feed)
     first = time.perf_counter() - start
-    for _ in range(feed.loader._loader.num_workers):
+    for _ in range(feed.workers):
         next(feed)
     n, t = 0, time.perf_counter()
     while time.perf_counter() - t < 2 * seconds or n < 3:
@@ -225,7 +225,7 @@ def loader_rate(feed: ShardFeed, batch: int, device: torch.device, seconds: floa
         n += 1
     sync(device)
     return {"loader_samples_per_s": n * batch / (time.perf_counter() - t), "loader_first_batch_s": first,
-            "loader_workers": feed.loader._loader.num_workers, "data": str(feed_source(feed))}
+            "loader_workers": feed.workers, "data": str(feed_source(feed))}
 
 
 def feed_source(feed: ShardFeed) -> str:

@@ -162,16 +162,17 @@ def vqa(tiny: bool, device: torch.device, out: Path, train_seconds: float, worke
 
     from sensorium.train.vlm import load_recipe, run_recipe
 
-    stages = yaml.safe_load(recipe_path.read_text())["stages"]
+    spec = yaml.safe_load(recipe_path.read_text())
+    stages, datasets = spec["stages"], list(spec["data"])
     weights = [float(s.get("time_budget_s", 1.0)) for s in stages]
     overrides = [f"device={device.type}", "eval_splits=[val,test]"]
     overrides += [f"stages.{i}.time_budget_s={round(train_seconds * w / sum(weights))}" for i, w in enumerate(weights)]
-    overrides += [f"data.{name}.workers={workers}" for name in yaml.safe_load(recipe_path.read_text())["data"]]
+    overrides += [f"data.{name}.workers={workers}" for name in datasets]
     if tiny:
         overrides += ["model.decoder.dim=32", "model.decoder.depth=1", "model.decoder.n_heads=2",
                       "model.decoder.n_kv_heads=1", "model.decoder.mlp_hidden=64", "bf16=false",
                       "model.media.image.projector.encoder_heads=2"]
-        for data in yaml.safe_load(recipe_path.read_text())["data"]:
+        for data in datasets:
             overrides += [f"data.{data}.n_train=48", f"data.{data}.n_val=8"]
         for i in range(len(stages)):
             overrides += [f"stages.{i}.optim.{k}" for k in ("steps=6", "batch_size=8", "warmup=2", "eval_every=3")]

@@ -272,6 +272,7 @@ class ShardFeed:
         if workers > 0:
             options["prefetch_factor"] = prefetch
         self.loader = StreamingLoader(dataset, batch_size=batch_size, num_workers=workers, **options)
+        self.workers = workers
         self.mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
         self._it: Iterator[dict[str, Any]] | None = None

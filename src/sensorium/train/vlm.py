@@ -192,15 +192,19 @@ def attach(model: VisionLanguageModel, prepared: Prepared, recipe: VLMRecipe, ru
     """Tokenize the training conversations and set up media stores (frozen-tower tokens cached in run_dir)."""
     if prepared.rows is not None:
         return
-    cfg, frozen = prepared.config, not model.config.media["image"].train_tower
-    convs, image_rows = conversations(prepared.train, cfg, recipe.seed)
+    convs, image_rows = conversations(prepared.train, prepared.config, recipe.seed)
     prepared.rows = tokenize(model.tokenizer, convs, image_rows)
-    tag = json.dumps(asdict(cfg), sort_keys=True)
-    tower, device = model.towers["image"], recipe.device
-    prepared.media = MediaStore(prepared.train.images, tower, frozen, run_dir / "cache", tag + ":train",
-                                device=device).to(device)
-    prepared.val_media = MediaStore(prepared.val.images, tower, frozen, run_dir / "cache", tag + ":val",
-                                    device=device).to(device)
+    prepared.media = media_store(model, prepared.train, prepared.config, "train", recipe, run_dir)
+    prepared.val_media = media_store(model, prepared.val, prepared.config, "val", recipe, run_dir)
+
+
+def media_store(model: VisionLanguageModel, samples: Samples, cfg: DataConfig, split: str, recipe: VLMRecipe,
+                run_dir: Path) -> MediaStore:
+    """The images of one split as tower inputs on the recipe's device (frozen-tower tokens cached in run_dir)."""
+    tag = json.dumps(asdict(cfg), sort_keys=True) + f":{split}"
+    frozen = not model.config.media["image"].train_tower
+    return MediaStore(samples.images, model.towers["image"], frozen, run_dir / "cache", tag,
+                      device=recipe.device).to(recipe.device)
 
 
 def train_stage(model: VisionLanguageModel, stage: StageConfig, prepared: Prepared, recipe: VLMRecipe,
@@ -256,9 +260,7 @@ def held_out(prepared: Prepared, split: str, model: VisionLanguageModel, recipe:
     """`prepared` with its val samples replaced by those of `split` (e.g. World's test stream, n_val scenes), for
     reporting on data never used to choose a recipe; the training rows stay as they are."""
     samples = load_samples(prepared.config, split, recipe.seed)
-    tag = json.dumps(asdict(prepared.config), sort_keys=True) + f":{split}"
-    media = MediaStore(samples.images, model.towers["image"], not model.config.media["image"].train_tower,
-                       run_dir / "cache", tag, device=recipe.device).to(recipe.device)
+    media = media_store(model, samples, prepared.config, split, recipe, run_dir)
     return Prepared(prepared.config, prepared.train, samples, prepared.rows, prepared.media, media)
 
 
