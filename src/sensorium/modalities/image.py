@@ -61,7 +61,6 @@ def to_tensor(value: Image.Image) -> Any:
     import torch
 
     # the HWC -> CHW copy in numpy: torch's permuted copy goes through its thread pool, which stalls on busy cores
-    # (8 ms per 224 px image in a profile under load; unloaded 0.12 ms, numpy 0.07 ms)
     return torch.from_numpy(np.ascontiguousarray(np.asarray(value.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)))
 
 
