@@ -73,6 +73,10 @@ class FastConfig:
 
     compile: str = "none"  # none | blocks (regional: every transformer Block) | model (the whole module)
     compile_backend: str = "inductor"  # aot_eager / eager trace without generating kernels (CPU tests)
+    # torch.compile mode: default | max-autotune-no-cudagraphs (Triton GEMM templates tried against cuBLAS)
+    # | reduce-overhead (CUDA graphs) | max-autotune (both)
+    compile_mode: str = "default"
+    attention: str = "auto"  # SDPA backend: auto (PyTorch's choice) | flash | cudnn | efficient | math
     checkpoint: bool = False  # activation checkpointing of every transformer Block
     # residual stream in the autocast dtype (bf16) rather than float32, as open_clip's vision tower has it
     # under autocast: half the bytes for every norm and residual add; norms still compute in float32
@@ -116,16 +120,36 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     if cfg.compile not in ("none", "blocks", "model"):
         raise ValueError(f"compile={cfg.compile!r}; expected none, blocks or model")
     blocks = [m for m in module.modules() if isinstance(m, Block)]
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode={cfg.compile_mode!r}; expected one of {', '.join(COMPILE_MODES)}")
+    mode = None if cfg.compile_mode == "default" else cfg.compile_mode
     if cfg.compile == "blocks":
-        run = torch.compile(_block_forward, dynamic=False, backend=cfg.compile_backend)
+        run = torch.compile(_block_forward, dynamic=False, backend=cfg.compile_backend, mode=mode)
     else:
         run = _block_forward
     if cfg.checkpoint or cfg.compile == "blocks" or (cfg.autocast_residual and cfg.bf16):
         for block in blocks:
             _patch_block(block, run, cfg.checkpoint, cfg.autocast_residual and cfg.bf16)
     if cfg.compile == "model":
-        return torch.compile(module, dynamic=False, backend=cfg.compile_backend)
+        return torch.compile(module, dynamic=False, backend=cfg.compile_backend, mode=mode)
     return module
+
+
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+
+
+def attention_backend(name: str):
+    """Context restricting `F.scaled_dot_product_attention` to one backend (`auto`: PyTorch's own choice).
+    It must be active when a compiled graph is traced, since the backend is fixed then."""
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention={name!r}; expected one of {', '.join(ATTENTION_BACKENDS)}")
+    if name == "auto":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                        "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name])
 
 
 class ContrastivePair(nn.Module):
@@ -185,12 +209,14 @@ class ContrastiveStep:
         self.wrapped = wrap(ContrastivePair(model)) if wrap is not None else ContrastivePair(model)
         self.module = accelerate(self.wrapped, cfg)
         self.loss = LOSSES[cfg.loss](local_loss=cfg.local_loss)
+        attention_backend(cfg.attention)  # validate now, not at the first step
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
 
     def forward_loss(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Contrastive loss of one (micro-)batch: towers under autocast, loss in float32."""
-        with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16), \
+                attention_backend(self.cfg.attention):
             a, b, scale, bias = self.module(pixels, ids)
         a, b = a.float(), b.float()
         if self.cfg.loss == "siglip":

@@ -1,0 +1,176 @@
+"""Where the time of one contrastive training step goes: Sensorium's DualEncoder at open_clip's dimensions,
+one or more FastConfig variants timed side by side in one process, then a few steps of each under
+torch.profiler with the GPU kernel time grouped by kind (GEMM, attention, Triton fused kernels, optimizer, ...)
+and the time the GPU sat idle.
+
+    PYTHONPATH=src python3 bench/profile_step.py --out OUT --variants "compile=model;compile=model,attention=cudnn"
+    PYTHONPATH=src python3 bench/profile_step.py --model tiny --batch-size 8 --out /tmp/prof   # CPU check
+
+A variant is a comma list of FastConfig fields (compile, compile_mode, attention, checkpoint, ...); variants
+are separated by ';'. OUT/profile_step.json names the device and is rewritten after every variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import re
+import sys
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import machine  # noqa: E402
+from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
+from train_throughput import device_info  # noqa: E402
+from sensorium.train.fast import (ContrastiveStep, FastConfig, clip_config, count_flops, sync,  # noqa: E402
+                                  synthetic_batch, time_steps)
+
+H100_BF16_DENSE = 989e12
+KINDS = (  # first match wins: attention kernels also contain "gemm"-like names
+    ("attention", r"flash|fmha|attn|attention|sdpa"),
+    ("gemm", r"gemm|cutlass|xmma|nvjet|wgmma|cublas|matmul"),
+    ("convolution", r"conv|implicit_"),
+    ("optimizer", r"multi_tensor|adam|foreach"),
+    ("triton (fused)", r"^triton"),
+    ("memcpy/memset", r"memcpy|memset"),
+    ("reduction", r"reduce|softmax|norm"),
+)
+
+
+def kind_of(kernel: str) -> str:
+    """The kind of a GPU kernel, from its name."""
+    low = kernel.lower()
+    return next((kind for kind, pattern in KINDS if re.search(pattern, low)), "other elementwise")
+
+
+def parse_variant(text: str) -> FastConfig:
+    """'compile=model,attention=cudnn' -> FastConfig with those fields (types from the dataclass defaults)."""
+    cfg = FastConfig()
+    fields = {f.name for f in dataclasses.fields(FastConfig)}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"variant {text!r}: {item!r} is not field=value with a FastConfig field "
+                             f"({', '.join(sorted(fields))})")
+        default = getattr(cfg, key)
+        if isinstance(default, bool):
+            parsed: Any = value.lower() in ("1", "true", "on", "yes")
+        else:
+            parsed = type(default)(value)
+        setattr(cfg, key, parsed)
+    return cfg
+
+
+def kernel_table(prof: torch.profiler.profile, steps: int) -> list[dict[str, Any]]:
+    """Per GPU kernel: calls and microseconds per step, with its kind."""
+    rows = []
+    for evt in prof.key_averages():
+        us = getattr(evt, "self_device_time_total", None)
+        if us is None:
+            us = getattr(evt, "self_cuda_time_total", 0)
+        on_device = str(getattr(evt, "device_type", "")).endswith("CUDA")
+        if not on_device or us <= 0:
+            continue
+        rows.append({"kernel": evt.key[:160], "kind": kind_of(evt.key), "us_per_step": us / steps,
+                     "calls_per_step": evt.count / steps})
+    return sorted(rows, key=lambda r: -r["us_per_step"])
+
+
+def profile_variant(name: str, cfg: FastConfig, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Time `cfg`'s step, then profile `--profile-steps` of it; kernel time by kind against the step's wall."""
+    model_cfg = clip_config(args.model)
+    pixels, ids = synthetic_batch(model_cfg, args.batch_size, device)
+    torch.manual_seed(0)
+    with device:
+        model = DualEncoder(model_cfg).to(device)
+    eager = ContrastiveStep(model, FastConfig(bf16=cfg.bf16))
+    flops = count_flops(lambda: eager.forward_loss(pixels, ids).backward())
+    model.zero_grad(set_to_none=True)
+    del eager
+    step = ContrastiveStep(model, cfg)
+    t = time_steps(lambda: step(pixels, ids), device, warmup=args.warmup, target_s=args.target_s,
+                   max_steps=args.max_steps)
+    loss = float(t.pop("last"))
+    out: dict[str, Any] = {"variant": name, "config": dataclasses.asdict(cfg), "samples_per_s":
+                           args.batch_size / t["step_s"], "step_ms": 1000 * t["step_s"], "steps_timed": t["steps"],
+                           "warmup_s": t["warmup_s"], "mfu": flops / t["step_s"] / args.peak_flops,
+                           "flops_per_step": flops, "final_loss": loss}
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    sync(device)
+    with torch.profiler.profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(args.profile_steps):
+            step(pixels, ids)
+        sync(device)
+        wall = (time.perf_counter() - start) / args.profile_steps
+    kernels = kernel_table(prof, args.profile_steps)
+    by_kind: dict[str, float] = defaultdict(float)
+    for k in kernels:
+        by_kind[k["kind"]] += k["us_per_step"]
+    busy_ms = sum(by_kind.values()) / 1000
+    out.update({
+        "profiled_step_ms": 1000 * wall, "gpu_busy_ms": busy_ms,
+        "gpu_idle_fraction": max(0.0, 1 - busy_ms / (1000 * wall)) if busy_ms else None,
+        "by_kind_ms": {k: v / 1000 for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "top_kernels": kernels[: args.top]})
+    if device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time and profile each variant; write OUT/profile_step.json."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--model", default="ViT-B-16")
+    p.add_argument("--variants", default="compile=model", help="';'-separated FastConfig field lists")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--target-s", type=float, default=5.0)
+    p.add_argument("--max-steps", type=int, default=60)
+    p.add_argument("--profile-steps", type=int, default=4)
+    p.add_argument("--top", type=int, default=25, help="kernels listed per variant")
+    p.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE)
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    variants = [(v.strip(), parse_variant(v)) for v in args.variants.split(";") if v.strip()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {"machine": machine(), "device": device_info(device), "torch": torch.__version__, "model": args.model,
+                           "batch_size": args.batch_size, "peak_flops": args.peak_flops, "variants": []}
+    for name, cfg in variants:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            doc["variants"].append({"status": "ok", **profile_variant(name, cfg, args, device)})
+        except Exception as err:  # noqa: BLE001 - one failing variant must not lose the others
+            doc["variants"].append({"variant": name, "status": "error", "error": f"{type(err).__name__}: {err}"[:2000],
+                                    "traceback": traceback.format_exc(limit=-6)[-3000:]})
+        r = doc["variants"][-1]
+        if r["status"] == "ok":
+            kinds = ", ".join(f"{k} {v:.1f}" for k, v in r["by_kind_ms"].items())
+            print(f"{name}: {r['samples_per_s']:.0f} samples/s, MFU {100 * r['mfu']:.1f}%, step {r['step_ms']:.1f} ms, "
+                  f"GPU busy {r['gpu_busy_ms']:.1f} ms [{kinds}]", flush=True)
+        else:
+            print(f"{name}: {r['error']}", flush=True)
+        (args.out / "profile_step.json").write_text(json.dumps(doc, indent=1))
+        gc.collect()
+        torch._dynamo.reset()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return 0 if all(v["status"] == "ok" for v in doc["variants"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
