@@ -6,8 +6,10 @@ and the time the GPU sat idle.
     PYTHONPATH=src python3 bench/profile_step.py --out OUT --variants "compile=model;compile=model,attention=cudnn"
     PYTHONPATH=src python3 bench/profile_step.py --model tiny --batch-size 8 --out /tmp/prof   # CPU check
 
-A variant is a comma list of FastConfig fields (compile, compile_mode, attention, checkpoint, ...); variants
-are separated by ';'. OUT/profile_step.json names the device and is rewritten after every variant.
+A variant is a comma list of FastConfig fields (compile, compile_mode, attention, checkpoint, ...) and
+torch._inductor.config settings (inductor.coordinate_descent_tuning=1); variants are separated by ';'. The
+FX graph cache is off unless --graph-cache (its key misses the SDPA backend choice, so a cached graph could
+stand in for another variant's). OUT/profile_step.json names the device and is rewritten after every variant.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from sensorium.train.fast import (ContrastiveStep, FastConfig, clip_config, coun
                                   synthetic_batch, time_steps)
 
 H100_BF16_DENSE = 989e12
-KINDS = (  # first match wins: attention kernels also contain "gemm"-like names
-    ("attention", r"flash|fmha|attn|attention|sdpa"),
+KINDS = (  # first match wins: attention and convolution kernels also have GEMM-like names
+    ("attention", r"flash|fmha|attn|attention|sdpa|dq_to_16bits|dot_do_o"),
+    ("convolution", r"fprop|dgrad|wgrad|conv2d|convolution|implicit|nchwtonhwc|nhwctonchw"),
     ("gemm", r"gemm|cutlass|xmma|nvjet|wgmma|cublas|matmul"),
-    ("convolution", r"conv|implicit_"),
     ("optimizer", r"multi_tensor|adam|foreach"),
     ("triton (fused)", r"^triton"),
     ("memcpy/memset", r"memcpy|memset"),
@@ -52,22 +54,34 @@ def kind_of(kernel: str) -> str:
     return next((kind for kind, pattern in KINDS if re.search(pattern, low)), "other elementwise")
 
 
-def parse_variant(text: str) -> FastConfig:
-    """'compile=model,attention=cudnn' -> FastConfig with those fields (types from the dataclass defaults)."""
-    cfg = FastConfig()
+def _value(text: str, like: Any) -> Any:
+    """`text` parsed as the type of `like` (booleans from 1/true/on/yes)."""
+    if isinstance(like, bool):
+        return text.lower() in ("1", "true", "on", "yes")
+    return type(like)(text) if like is not None else text
+
+
+def parse_variant(text: str) -> tuple[FastConfig, dict[str, Any]]:
+    """'compile=model,attention=cudnn,inductor.coordinate_descent_tuning=1' -> FastConfig with those fields,
+    and the torch._inductor.config settings (inductor.<name>) to patch while the variant compiles and runs."""
+    import torch._inductor.config as inductor_config
+
+    cfg, inductor = FastConfig(), {}
     fields = {f.name for f in dataclasses.fields(FastConfig)}
+    known = inductor_config.get_config_copy()
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
+        if sep and key.startswith("inductor."):
+            name = key.removeprefix("inductor.")
+            if name not in known:
+                raise ValueError(f"variant {text!r}: torch._inductor.config has no {name!r}")
+            inductor[name] = _value(value, known[name])
+            continue
         if not sep or key not in fields:
             raise ValueError(f"variant {text!r}: {item!r} is not field=value with a FastConfig field "
                              f"({', '.join(sorted(fields))})")
-        default = getattr(cfg, key)
-        if isinstance(default, bool):
-            parsed: Any = value.lower() in ("1", "true", "on", "yes")
-        else:
-            parsed = type(default)(value)
-        setattr(cfg, key, parsed)
-    return cfg
+        setattr(cfg, key, _value(value, getattr(cfg, key)))
+    return cfg, inductor
 
 
 def kernel_table(prof: torch.profiler.profile, steps: int) -> list[dict[str, Any]]:
@@ -78,15 +92,24 @@ def kernel_table(prof: torch.profiler.profile, steps: int) -> list[dict[str, Any
         if us is None:
             us = getattr(evt, "self_cuda_time_total", 0)
         on_device = str(getattr(evt, "device_type", "")).endswith("CUDA")
-        if not on_device or us <= 0:
+        annotation = getattr(evt, "is_user_annotation", False) or "#" in evt.key  # e.g. Optimizer.step#AdamW.step
+        if not on_device or annotation or us <= 0:
             continue
         rows.append({"kernel": evt.key[:160], "kind": kind_of(evt.key), "us_per_step": us / steps,
                      "calls_per_step": evt.count / steps})
     return sorted(rows, key=lambda r: -r["us_per_step"])
 
 
-def profile_variant(name: str, cfg: FastConfig, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def profile_variant(name: str, cfg: FastConfig, inductor: dict[str, Any], args: argparse.Namespace,
+                    device: torch.device) -> dict[str, Any]:
     """Time `cfg`'s step, then profile `--profile-steps` of it; kernel time by kind against the step's wall."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(inductor):
+        return _profile_variant(name, cfg, args, device) | {"inductor": inductor}
+
+
+def _profile_variant(name: str, cfg: FastConfig, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     model_cfg = clip_config(args.model)
     pixels, ids = synthetic_batch(model_cfg, args.batch_size, device)
     torch.manual_seed(0)
@@ -142,18 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile-steps", type=int, default=4)
     p.add_argument("--top", type=int, default=25, help="kernels listed per variant")
     p.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE)
+    p.add_argument("--graph-cache", action="store_true", help="keep Inductor's FX graph cache on")
     args = p.parse_args(argv)
+    if not args.graph_cache:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    variants = [(v.strip(), parse_variant(v)) for v in args.variants.split(";") if v.strip()]
+    variants = [v.strip() for v in args.variants.split(";") if v.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"machine": machine(), "device": device_info(device), "torch": torch.__version__, "model": args.model,
                            "batch_size": args.batch_size, "peak_flops": args.peak_flops, "variants": []}
-    for name, cfg in variants:
+    for name in variants:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         try:
-            doc["variants"].append({"status": "ok", **profile_variant(name, cfg, args, device)})
+            doc["variants"].append({"status": "ok", **profile_variant(name, *parse_variant(name), args, device)})
         except Exception as err:  # noqa: BLE001 - one failing variant must not lose the others
             doc["variants"].append({"variant": name, "status": "error", "error": f"{type(err).__name__}: {err}"[:2000],
                                     "traceback": traceback.format_exc(limit=-6)[-3000:]})

@@ -54,7 +54,8 @@ def test_compile_and_checkpoint_variants_give_the_same_losses():
     reference = _losses(FastConfig(bf16=False))
     for cfg in (FastConfig(bf16=False, checkpoint=True),
                 FastConfig(bf16=False, compile="blocks", compile_backend="aot_eager", checkpoint=True),
-                FastConfig(bf16=False, compile="model", compile_backend="aot_eager")):
+                FastConfig(bf16=False, compile="model", compile_backend="aot_eager"),
+                FastConfig(bf16=False, compile="step", compile_backend="aot_eager")):
         assert _losses(cfg) == pytest.approx(reference, rel=1e-5, abs=1e-6), cfg
     assert reference[1] < reference[0]
 
@@ -232,3 +233,37 @@ def test_cuda_compiled_step_matches_eager_and_oom_gives_advice():
     del pixels, ids
     torch.cuda.empty_cache()
     assert torch.isfinite(step(*synthetic_batch(cfg, 8, "cuda")))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile_mode", ["none", "model"])
+def test_cuda_step_never_waits_for_the_gpu(compile_mode):
+    """After warm-up, a whole training step (towers, loss, backward, fused AdamW) runs with CUDA's sync debug
+    mode set to error: nothing in it copies to the host or otherwise blocks on the device."""
+    cfg = clip_config("tiny")
+    with torch.device("cuda"):
+        model = DualEncoder(cfg)
+    step = ContrastiveStep(model, FastConfig(compile=compile_mode))
+    pixels, ids = synthetic_batch(cfg, 16, "cuda")
+    for _ in range(3):
+        step(pixels, ids)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = step(pixels, ids)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss)
+
+
+def test_patch_embedding_as_one_gemm_equals_the_convolution():
+    """VisionTower.embed_patches (unfolded patches times the conv weights) is the stride-p convolution,
+    including a remainder of pixels that the convolution drops; a wrong channel count is named."""
+    torch.manual_seed(0)
+    vision = DualEncoder(clip_config("tiny")).vision
+    for size in ((32, 32), (35, 41)):
+        x = torch.randn(2, 3, *size)
+        ref = vision.patch_embed(x).flatten(2).transpose(1, 2)
+        assert torch.allclose(vision.embed_patches(x), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="4 channels"):
+        vision.embed_patches(torch.randn(1, 4, 32, 32))

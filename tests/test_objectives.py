@@ -68,6 +68,11 @@ def test_masks_equal_subsetting():
     assert torch.allclose(SymileLoss("n_squared")(reps, scale, mask=mask), SymileLoss("n_squared")(sub, scale))
     none = torch.zeros(8, dtype=torch.bool)
     assert ClipLoss()(*reps[:2], scale, mask=none).item() == 0.0
+    # no mask (the path without host syncs) equals a mask that keeps every row
+    every = torch.ones(8, dtype=torch.bool)
+    assert torch.allclose(ClipLoss()(*reps[:2], scale), ClipLoss()(*reps[:2], scale, mask=every))
+    assert torch.allclose(SigLipLoss()(*reps[:2], scale, bias), SigLipLoss()(*reps[:2], scale, bias, mask=every))
+    assert torch.allclose(SymileLoss("n_squared")(reps, scale), SymileLoss("n_squared")(reps, scale, mask=every))
 
 
 def test_mismatched_batch_sizes_are_named():

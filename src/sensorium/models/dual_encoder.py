@@ -94,9 +94,23 @@ class VisionTower(nn.Module):
         """Size of the output features."""
         return self.cfg.proj_dim or self.cfg.transformer.dim
 
+    def embed_patches(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images [B, C, H, W] -> patch tokens [B, N, D]: the stride-p convolution's weights applied to the
+        unfolded patches as one GEMM, the same map (cuDNN runs this convolution at a fraction of GEMM speed)."""
+        b, c, h, w = pixels.shape
+        p = self.cfg.patch_size
+        if c != self.cfg.channels:
+            raise ValueError(f"images have {c} channels, the vision tower expects {self.cfg.channels}")
+        if torch.is_autocast_enabled(pixels.device.type):  # copy the patches once, in the autocast dtype
+            pixels = pixels.to(torch.get_autocast_dtype(pixels.device.type))
+        gh, gw = h // p, w // p  # like the convolution, a remainder of fewer than p pixels is dropped
+        patches = pixels[:, :, : gh * p, : gw * p].reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
+        conv = self.patch_embed
+        return F.linear(patches.reshape(b, gh * gw, c * p * p), conv.weight.flatten(1), conv.bias)
+
     def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """Per-token features [B, T, D] after the transformer (before the final norm)."""
-        x = self.patch_embed(pixels).flatten(2).transpose(1, 2)
+        x = self.embed_patches(pixels)
         if self.class_embed is not None:
             x = torch.cat([self.class_embed.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
         if x.shape[1] != self.pos_embed.shape[0]:

@@ -6,7 +6,9 @@ against the global batch only (open_clip's memory-saving option). A `mask` drops
 absent (the batch's `present` masks); it is applied after gathering, so ranks may hold different numbers of
 present samples. Losses are scaled so that the mean over ranks equals the single-process loss on the global
 batch, and gradients averaged over ranks (as DDP does) equal the single-process gradients. Every rank must
-hold the same local batch size (use drop_last), as with any all-gather."""
+hold the same local batch size (use drop_last), as with any all-gather, and every rank passes a mask or none.
+Without a mask the losses never wait for the GPU (no host sync), so a training step can queue its backward
+while the forward still runs."""
 
 from __future__ import annotations
 
@@ -55,17 +57,20 @@ class Shard:
 
     rank: int
     world: int
-    local_mask: torch.Tensor
-    global_mask: torch.Tensor
+    local_mask: torch.Tensor | None  # None: every row is kept
+    global_mask: torch.Tensor | None
     offset: int
     n_local: int
     n_global: int
 
     @classmethod
     def of(cls, batch_size: int, mask: torch.Tensor | None, device: torch.device) -> "Shard":
-        """Gather the masks of every rank (one small collective) and locate this rank's kept rows."""
+        """Gather the masks of every rank (one small collective) and locate this rank's kept rows. Without a
+        mask every row is kept and the positions follow from rank and batch size: no collective, no host sync."""
         rank, world = _world()
-        local = torch.ones(batch_size, dtype=torch.bool, device=device) if mask is None else mask.bool().to(device)
+        if mask is None:
+            return cls(rank, world, None, None, rank * batch_size, batch_size, world * batch_size)
+        local = mask.bool().to(device)
         if local.shape != (batch_size,):
             raise ValueError(f"mask has shape {tuple(local.shape)} but the batch has {batch_size} rows")
         glob = gather_no_grad(local)
@@ -79,11 +84,12 @@ class Shard:
 
     def local(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's kept rows."""
-        return x[self.local_mask]
+        return x if self.local_mask is None else x[self.local_mask]
 
     def gather(self, x: torch.Tensor, grad: bool = True) -> torch.Tensor:
         """Every rank's kept rows, in rank order (the single-process batch order)."""
-        return (gather_with_grad(x) if grad else gather_no_grad(x))[self.global_mask]
+        out = gather_with_grad(x) if grad else gather_no_grad(x)
+        return out if self.global_mask is None else out[self.global_mask]
 
     def reduce(self, per_row: torch.Tensor, local: bool) -> torch.Tensor:
         """Loss from per-query losses: the mean over the global batch when queries are global; with `local`

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..models.dual_encoder import DualEncoder
 from ..nn import Block
-from .fast import ContrastiveStep, FastConfig, clip_config, synthetic_batch, time_steps
+from .fast import COMPILE_SCOPES, ContrastiveStep, FastConfig, clip_config, synthetic_batch, time_steps
 
 STRATEGIES = ("ddp", "fsdp", "none")
 
@@ -203,7 +203,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="ddp", choices=STRATEGIES)
     p.add_argument("--batch-size", type=int, default=256, help="samples per rank and step")
     p.add_argument("--accum", type=int, default=1, help="micro-batches per step (lowers activation memory)")
-    p.add_argument("--compile", default="none", choices=("none", "blocks", "model"))
+    p.add_argument("--compile", default="none", choices=COMPILE_SCOPES)
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
     p.add_argument("--local-loss", action="store_true", help="local rows vs the global batch only")

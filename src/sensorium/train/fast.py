@@ -71,7 +71,9 @@ def clip_config(name: str) -> DualEncoderConfig:
 class FastConfig:
     """Speed and memory options of the contrastive training step."""
 
-    compile: str = "none"  # none | blocks (regional: every transformer Block) | model (the whole module)
+    # none | blocks (regional: every transformer Block) | model (the whole module) | step (the module and the
+    # contrastive loss in one graph: fewer launches between forward and backward)
+    compile: str = "none"
     compile_backend: str = "inductor"  # aot_eager / eager trace without generating kernels (CPU tests)
     # torch.compile mode: default | max-autotune-no-cudagraphs (Triton GEMM templates tried against cuBLAS)
     # | reduce-overhead (CUDA graphs) | max-autotune (both)
@@ -116,9 +118,10 @@ def _patch_block(block: Block, run: Callable[..., torch.Tensor], recompute: bool
 
 def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     """Apply `cfg.compile`, `cfg.checkpoint` and `cfg.autocast_residual` to `module` in place; returns the
-    module to call (the compiled wrapper for compile="model", else `module` itself)."""
-    if cfg.compile not in ("none", "blocks", "model"):
-        raise ValueError(f"compile={cfg.compile!r}; expected none, blocks or model")
+    module to call (the compiled wrapper for compile="model", else `module` itself; compile="step" is applied
+    by ContrastiveStep, which compiles the loss with the module)."""
+    if cfg.compile not in COMPILE_SCOPES:
+        raise ValueError(f"compile={cfg.compile!r}; expected one of {', '.join(COMPILE_SCOPES)}")
     blocks = [m for m in module.modules() if isinstance(m, Block)]
     if cfg.compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile_mode={cfg.compile_mode!r}; expected one of {', '.join(COMPILE_MODES)}")
@@ -135,6 +138,7 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     return module
 
 
+COMPILE_SCOPES = ("none", "blocks", "model", "step")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
 
@@ -212,6 +216,10 @@ class ContrastiveStep:
         attention_backend(cfg.attention)  # validate now, not at the first step
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
+        if cfg.compile == "step":
+            mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+            self.forward_loss = torch.compile(self.forward_loss, dynamic=False, backend=cfg.compile_backend,
+                                              mode=mode)
 
     def forward_loss(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Contrastive loss of one (micro-)batch: towers under autocast, loss in float32."""
