@@ -119,6 +119,10 @@ def _profile_variant(name: str, cfg: FastConfig, args: argparse.Namespace, devic
     flops = count_flops(lambda: eager.forward_loss(pixels, ids).backward())
     model.zero_grad(set_to_none=True)
     del eager
+    if device.type == "cuda":  # the peak of the timed steps, not of the eager FLOP count
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     step = ContrastiveStep(model, cfg)
     t = time_steps(lambda: step(pixels, ids), device, warmup=args.warmup, target_s=args.target_s,
                    max_steps=args.max_steps)

@@ -26,6 +26,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--pin", default="on", help="comma list of on/off: pinned host memory for the copies")
+    parser.add_argument("--thread", choices=["on", "off"], default="off",
+                        help="ShardFeed's feeder thread (off: the main thread copies, as in the committed results)")
     args = parser.parse_args()
     import torch
     from _machine import machine
@@ -35,7 +37,8 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for workers, pin in [(int(w), p == "on") for p in args.pin.split(",") for w in args.workers.split(",")]:
-        feed = ShardFeed(args.shards, clip_config("ViT-B-16"), args.batch_size, device, workers=workers, pin=pin)
+        feed = ShardFeed(args.shards, clip_config("ViT-B-16"), args.batch_size, device, workers=workers, pin=pin,
+                         thread=args.thread == "on")
         for _ in range(max(1, workers)):  # the first wave: worker start-up
             next(feed)
         n, start = 0, time.perf_counter()
@@ -45,7 +48,7 @@ def main() -> int:
         sync(device)
         rate = n / (time.perf_counter() - start)
         rows.append({"workers": workers, "pin_memory": pin, "samples_per_s": round(rate, 1),
-                     "per_worker": round(rate / max(1, workers), 1)})
+                     "per_worker": round(rate / max(1, workers), 1), "thread": args.thread == "on"})
         print(rows[-1], flush=True)
         feed.close()
     info = machine()

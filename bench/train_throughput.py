@@ -158,6 +158,14 @@ def _open_clip_loss_fn(ctx: Context, module: torch.nn.Module, pixels, ids) -> Ca
     return forward_loss
 
 
+def _reset_peak(device: torch.device) -> None:
+    """Forget the eager FLOP-counting step's memory, so a row's peak is that of the steps it times."""
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def train_row(row: Row, ctx: Context) -> dict[str, Any]:
     """Samples/s, MFU and peak memory of full training steps (forward, loss, backward, fused AdamW)."""
     args, dev = ctx.args, ctx.device
@@ -176,6 +184,7 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
         flops = count_flops(lambda: eager.forward_loss(pixels, ids).backward())
         model.zero_grad(set_to_none=True)
         del eager
+        _reset_peak(dev)
         step = ContrastiveStep(model, FastConfig(compile=compile_mode, compile_backend=args.compile_backend,
                                                  checkpoint=ckpt, bf16=not args.no_amp))
         run = (lambda: step(*next(feed))) if real else (lambda: step(pixels, ids))  # noqa: E731
@@ -185,6 +194,7 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
         model = _open_clip_model(ctx, row.model)
         flops = count_flops(lambda: _open_clip_loss_fn(ctx, model, pixels, ids)().backward())
         model.zero_grad(set_to_none=True)
+        _reset_peak(dev)
         module = model if row.variant == "eager" else torch.compile(model, backend=args.compile_backend)
         forward_loss = _open_clip_loss_fn(ctx, module, pixels, ids)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(lr=5e-4))
@@ -377,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="write this many Sensorium World samples (image + caption) at the model's image size into "
                         "OUT/world-shards first and use them for the real-data row")
     p.add_argument("--loader-workers", type=int, default=None, help="decoding processes (default: CPUs - 2)")
-    p.add_argument("--loader-pin", choices=["on", "off"], default="on", help="pinned host memory for the copies")
-    p.add_argument("--loader-thread", choices=["on", "off"], default="off",
+    p.add_argument("--loader-pin", choices=["on", "off"], default="off", help="pinned host memory for the copies")
+    p.add_argument("--loader-thread", choices=["on", "off"], default="on",
                    help="copy and normalise batches in a background thread on a side CUDA stream")
     args = p.parse_args(argv)
     start = time.perf_counter()
