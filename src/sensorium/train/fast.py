@@ -78,7 +78,9 @@ class FastConfig:
     # torch.compile mode: default | max-autotune-no-cudagraphs (Triton GEMM templates tried against cuBLAS)
     # | reduce-overhead (CUDA graphs) | max-autotune (both)
     compile_mode: str = "default"
-    attention: str = "auto"  # SDPA backend: auto (PyTorch's choice) | flash | cudnn | efficient | math
+    # SDPA backend: auto (PyTorch's choice) | flash | cudnn | efficient | math. Compiled graphs fix the backend when
+    # traced, and Inductor's FX graph cache key may not include it: disable the cache when comparing backends
+    attention: str = "auto"
     checkpoint: bool = False  # activation checkpointing of every transformer Block
     # residual stream in the autocast dtype (bf16) rather than float32, as open_clip's vision tower has it
     # under autocast: half the bytes for every norm and residual add; norms still compute in float32
@@ -123,19 +125,25 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     if cfg.compile not in COMPILE_SCOPES:
         raise ValueError(f"compile={cfg.compile!r}; expected one of {', '.join(COMPILE_SCOPES)}")
     blocks = [m for m in module.modules() if isinstance(m, Block)]
-    if cfg.compile_mode not in COMPILE_MODES:
-        raise ValueError(f"compile_mode={cfg.compile_mode!r}; expected one of {', '.join(COMPILE_MODES)}")
-    mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+    options = compile_options(cfg)
     if cfg.compile == "blocks":
-        run = torch.compile(_block_forward, dynamic=False, backend=cfg.compile_backend, mode=mode)
+        run = torch.compile(_block_forward, **options)
     else:
         run = _block_forward
     if cfg.checkpoint or cfg.compile == "blocks" or (cfg.autocast_residual and cfg.bf16):
         for block in blocks:
             _patch_block(block, run, cfg.checkpoint, cfg.autocast_residual and cfg.bf16)
     if cfg.compile == "model":
-        return torch.compile(module, dynamic=False, backend=cfg.compile_backend, mode=mode)
+        return torch.compile(module, **options)
     return module
+
+
+def compile_options(cfg: FastConfig) -> dict[str, Any]:
+    """torch.compile keyword arguments for `cfg` (static shapes, its backend and mode)."""
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode={cfg.compile_mode!r}; expected one of {', '.join(COMPILE_MODES)}")
+    return {"dynamic": False, "backend": cfg.compile_backend,
+            "mode": None if cfg.compile_mode == "default" else cfg.compile_mode}
 
 
 COMPILE_SCOPES = ("none", "blocks", "model", "step")
@@ -217,9 +225,7 @@ class ContrastiveStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
         if cfg.compile == "step":
-            mode = None if cfg.compile_mode == "default" else cfg.compile_mode
-            self.forward_loss = torch.compile(self.forward_loss, dynamic=False, backend=cfg.compile_backend,
-                                              mode=mode)
+            self.forward_loss = torch.compile(self.forward_loss, **compile_options(cfg))
 
     def forward_loss(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Contrastive loss of one (micro-)batch: towers under autocast, loss in float32."""
