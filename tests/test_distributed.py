@@ -136,3 +136,33 @@ def test_two_gpus_match_one_gpu(tmp_path):
                          load_file(str(tmp_path / "2" / f"{check}.safetensors")))
         print(check, result)
         assert result["max_rel_grad_err"] < 1e-4 and result["loss_abs_err"] < 1e-4, (check, result)
+
+
+def _timing_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from sensorium.train.distributed import _fewest_steps
+    from sensorium.train.fast import time_steps
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        pause = 0.002 if rank == 0 else 0.02  # rank 0 estimates ten times more steps than rank 1
+
+        def step() -> None:
+            time.sleep(pause)
+        timing = time_steps(step, "cpu", warmup=1, target_s=0.2, max_steps=100,
+                            agree=lambda n: _fewest_steps(n, torch.device("cpu")))
+        Path(f"{out}.{rank}").write_text(str(timing["steps"]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_time_the_same_number_of_steps(tmp_path):
+    """Ranks whose steps take different times still time the same number of steps (different counts would pair
+    their collectives wrongly: a hang until the timeout)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_timing_worker, args=(2, str(tmp_path / "pg"), str(tmp_path / "steps")), nprocs=2, join=True)
+    steps = [int((tmp_path / f"steps.{r}").read_text()) for r in range(2)]
+    assert steps[0] == steps[1] and 3 <= steps[0] <= 15, steps

@@ -166,7 +166,8 @@ def throughput(args: argparse.Namespace, rank: int, world: int, device: torch.de
             os._exit(3)
         return step(pixels, ids)
 
-    timing = time_steps(run, device, warmup=args.warmup, target_s=args.target_s, max_steps=args.max_steps)
+    timing = time_steps(run, device, warmup=args.warmup, target_s=args.target_s, max_steps=args.max_steps,
+                        agree=lambda n: _fewest_steps(n, device))
     loss = float(timing.pop("last"))
     samples_s = world * args.batch_size / timing["step_s"]
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -177,6 +178,15 @@ def throughput(args: argparse.Namespace, rank: int, world: int, device: torch.de
             "final_loss": loss, "peak_mem_gib_rank0": peak, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__, "backend": dist.get_backend() if dist.is_initialized() else None}
+
+
+def _fewest_steps(n: int, device: torch.device) -> int:
+    """The smallest step count any rank proposes: every rank must run the same number of steps."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return n
+    count = torch.tensor([n], device=device)
+    dist.all_reduce(count, op=dist.ReduceOp.MIN)
+    return int(count.item())
 
 
 def check(args: argparse.Namespace, rank: int, device: torch.device) -> None:

@@ -428,9 +428,12 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def time_steps(fn: Callable[[], Any], device: torch.device | str, warmup: int = 3, target_s: float = 4.0,
-               min_steps: int = 3, max_steps: int = 50, deadline: float | None = None) -> dict[str, Any]:
+               min_steps: int = 3, max_steps: int = 50, deadline: float | None = None,
+               agree: Callable[[int], int] | None = None) -> dict[str, Any]:
     """Seconds per call of `fn`: `warmup` calls (compilation happens there), a two-call estimate, then a
-    device-synchronised run of as many calls as fit in `target_s` (and before `deadline`, a perf_counter)."""
+    device-synchronised run of as many calls as fit in `target_s` (and before `deadline`, a perf_counter).
+    `agree` maps this process's step count to the one every process uses (distributed runs must time the same
+    number of steps, or their collectives pair up wrongly and hang)."""
     start = time.perf_counter()
     out = None
     for _ in range(warmup):
@@ -446,6 +449,8 @@ def time_steps(fn: Callable[[], Any], device: torch.device | str, warmup: int = 
     if deadline is not None:
         n = min(n, int((deadline - time.perf_counter()) / max(estimate, 1e-6)))
     n = max(min_steps, min(max_steps, n))
+    if agree is not None:
+        n = agree(n)
     t = time.perf_counter()
     for _ in range(n):
         out = fn()
