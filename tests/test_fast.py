@@ -190,11 +190,13 @@ def test_byte_tokens_and_shard_feed(tmp_path):
     ids = byte_tokens(["ab", "é" * 40], context=16, vocab_size=1000)
     assert ids[0, :4].tolist() == [998, 98, 99, 999] and ids[0, 4:].eq(0).all()
     assert ids[1].argmax() == 15 and ids[1, 15] == 999  # cut to the context, the end token kept
+    assert ids[1, 1:3].tolist() == [0xC3 + 1, 0xA9 + 1]  # UTF-8 bytes of é, shifted by one
+    assert byte_tokens([""], 8, 1000)[0].tolist() == [998, 999, 0, 0, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="259"):
         byte_tokens(["x"], 8, 100)
     write_world(tmp_path, 12, "train", 0, WorldConfig(image_size=24), ("image", "text"), shard_size=4, progress=False)
     cfg = clip_config("tiny")
-    for thread in (True, False):  # a background thread or inline (the default)
+    for thread in (True, False):  # a background thread (the default) or inline
         feed = ShardFeed(tmp_path, cfg, batch_size=4, device="cpu", workers=0, thread=thread)
         for _ in range(4):  # past the end of the first epoch
             pixels, ids = next(feed)

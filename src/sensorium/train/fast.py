@@ -286,11 +286,16 @@ def byte_tokens(texts: list[str], context: int, vocab_size: int) -> torch.Tensor
     pooling finds it) tokens, zero-padded or cut to `context`: a tokenizer-free text input for throughput runs."""
     if vocab_size < 259:
         raise ValueError(f"byte tokens need a vocabulary of at least 259 ids, the text tower has {vocab_size}")
-    ids = torch.zeros(len(texts), context, dtype=torch.long)
-    for i, text in enumerate(texts):
-        body = [b + 1 for b in text.encode("utf-8")][: context - 2]
-        ids[i, : len(body) + 2] = torch.tensor([vocab_size - 2, *body, vocab_size - 1])
-    return ids
+    import numpy as np
+
+    ids = np.zeros((len(texts), context), dtype=np.int64)
+    ids[:, 0] = vocab_size - 2
+    for i, text in enumerate(texts):  # numpy per row: a few times faster than Python lists (feeder-thread time)
+        body = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)[: context - 2]
+        ids[i, 1: len(body) + 1] = body
+        ids[i, 1: len(body) + 1] += 1
+        ids[i, len(body) + 1] = vocab_size - 1
+    return torch.from_numpy(ids)
 
 
 class ShardFeed:
