@@ -32,11 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
 from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
-from train_throughput import device_info  # noqa: E402
+from train_throughput import H100_BF16_DENSE, device_info, reset_peak  # noqa: E402
 from sensorium.train.fast import (ContrastiveStep, FastConfig, clip_config, count_flops, sync,  # noqa: E402
                                   synthetic_batch, time_steps)
 
-H100_BF16_DENSE = 989e12
 KINDS = (  # first match wins: attention and convolution kernels also have GEMM-like names
     ("attention", r"flash|fmha|attn|attention|sdpa|dq_to_16bits|dot_do_o"),
     ("convolution", r"fprop|dgrad|wgrad|conv2d|convolution|implicit|nchwtonhwc|nhwctonchw"),
@@ -119,10 +118,7 @@ def _profile_variant(name: str, cfg: FastConfig, args: argparse.Namespace, devic
     flops = count_flops(lambda: eager.forward_loss(pixels, ids).backward())
     model.zero_grad(set_to_none=True)
     del eager
-    if device.type == "cuda":  # the peak of the timed steps, not of the eager FLOP count
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak(device)
     step = ContrastiveStep(model, cfg)
     t = time_steps(lambda: step(pixels, ids), device, warmup=args.warmup, target_s=args.target_s,
                    max_steps=args.max_steps)
@@ -179,11 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     variants = [v.strip() for v in args.variants.split(";") if v.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"machine": machine(), "device": device_info(device), "torch": torch.__version__, "model": args.model,
-                           "batch_size": args.batch_size, "peak_flops": args.peak_flops, "variants": []}
+    doc: dict[str, Any] = {"machine": machine(), "device": device_info(device), "torch": torch.__version__,
+                           "model": args.model, "batch_size": args.batch_size, "peak_flops": args.peak_flops,
+                           "variants": []}
     for name in variants:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         try:
             doc["variants"].append({"status": "ok", **profile_variant(name, *parse_variant(name), args, device)})
         except Exception as err:  # noqa: BLE001 - one failing variant must not lose the others

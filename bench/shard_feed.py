@@ -32,7 +32,8 @@ def main() -> int:
     import torch
     from _machine import machine
 
-    from sensorium.train.fast import ShardFeed, clip_config, sync
+    from sensorium.train.fast import clip_config, sync
+    from sensorium.train.shard_feed import ShardFeed
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []

@@ -30,8 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
-from sensorium.train.fast import (MODEL_CFGS, ContrastiveStep, FastConfig, ShardFeed, accelerate,  # noqa: E402
+from sensorium.train.fast import (MODEL_CFGS, ContrastiveStep, FastConfig, accelerate,  # noqa: E402
                                   clip_config, count_flops, sync, synthetic_batch, time_steps)
+from sensorium.train.shard_feed import ShardFeed  # noqa: E402
 from sensorium.train.trainer import TrainConfig, make_optimizer  # noqa: E402
 
 H100_BF16_DENSE = 989e12
@@ -158,7 +159,7 @@ def _open_clip_loss_fn(ctx: Context, module: torch.nn.Module, pixels, ids) -> Ca
     return forward_loss
 
 
-def _reset_peak(device: torch.device) -> None:
+def reset_peak(device: torch.device) -> None:
     """Forget the eager FLOP-counting step's memory, so a row's peak is that of the steps it times."""
     if device.type == "cuda":
         gc.collect()
@@ -184,7 +185,7 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
         flops = count_flops(lambda: eager.forward_loss(pixels, ids).backward())
         model.zero_grad(set_to_none=True)
         del eager
-        _reset_peak(dev)
+        reset_peak(dev)
         step = ContrastiveStep(model, FastConfig(compile=compile_mode, compile_backend=args.compile_backend,
                                                  checkpoint=ckpt, bf16=not args.no_amp))
         run = (lambda: step(*next(feed))) if real else (lambda: step(pixels, ids))  # noqa: E731
@@ -194,7 +195,7 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
         model = _open_clip_model(ctx, row.model)
         flops = count_flops(lambda: _open_clip_loss_fn(ctx, model, pixels, ids)().backward())
         model.zero_grad(set_to_none=True)
-        _reset_peak(dev)
+        reset_peak(dev)
         module = model if row.variant == "eager" else torch.compile(model, backend=args.compile_backend)
         forward_loss = _open_clip_loss_fn(ctx, module, pixels, ids)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(lr=5e-4))

@@ -185,7 +185,8 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
 
 def test_byte_tokens_and_shard_feed(tmp_path):
     from sensorium.data.world import WorldConfig, write_world
-    from sensorium.train.fast import CLIP_MEAN, ShardFeed, byte_tokens
+    from sensorium.towers.preprocess import OPENAI_MEAN
+    from sensorium.train.shard_feed import ShardFeed, byte_tokens
 
     ids = byte_tokens(["ab", "é" * 40], context=16, vocab_size=1000)
     assert ids[0, :4].tolist() == [998, 98, 99, 999] and ids[0, 4:].eq(0).all()
@@ -203,7 +204,7 @@ def test_byte_tokens_and_shard_feed(tmp_path):
             assert pixels.shape == (4, 3, 32, 32) and ids.shape == (4, 16)  # resized to the tower's 32 px
         feed.close()
     background = pixels[:, :, 0, 0]  # a corner pixel, normalised with CLIP mean/std
-    assert background.abs().max() < 3 and not torch.allclose(background, -torch.tensor(CLIP_MEAN) / 0.27)
+    assert background.abs().max() < 3 and not torch.allclose(background, -torch.tensor(OPENAI_MEAN) / 0.27)
     feed = ShardFeed(tmp_path, cfg, batch_size=64, device="cpu", workers=0, thread=True)  # > the 12 samples there
     for _ in range(2):  # raised by the thread, surfaced here, and again on a later call (no hang)
         with pytest.raises(ValueError, match="no complete batch"):
@@ -269,3 +270,21 @@ def test_patch_embedding_as_one_gemm_equals_the_convolution():
         assert torch.allclose(vision.embed_patches(x), ref, atol=1e-5)
     with pytest.raises(ValueError, match="4 channels"):
         vision.embed_patches(torch.randn(1, 4, 32, 32))
+
+
+def test_profile_bench_tiny_records_each_variant(tmp_path):
+    """bench/profile_step.py at tiny size on CPU: a variant with an Inductor setting runs, a variant naming an
+    unknown setting is recorded as an error naming it, and the others are kept."""
+    variants = ("compile=model,compile_backend=aot_eager;inductor.no_such_setting=1;"
+                "compile=step,compile_backend=aot_eager")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "profile_step.py"), "--model", "tiny", "--batch-size",
+                           "8", "--target-s", "0.2", "--profile-steps", "1", "--out", str(tmp_path),
+                           "--variants", variants], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1, done.stderr[-3000:]  # one variant failed
+    doc = json.loads((tmp_path / "profile_step.json").read_text())
+    status = [(v["variant"], v["status"]) for v in doc["variants"]]
+    assert [s for _, s in status] == ["ok", "error", "ok"], status
+    assert "no_such_setting" in doc["variants"][1]["error"]
+    ok = doc["variants"][0]
+    assert ok["samples_per_s"] > 0 and ok["flops_per_step"] > 0 and ok["config"]["compile"] == "model"
