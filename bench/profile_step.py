@@ -6,8 +6,9 @@ and the time the GPU sat idle.
     PYTHONPATH=src python3 bench/profile_step.py --out OUT --variants "compile=model;compile=model,attention=cudnn"
     PYTHONPATH=src python3 bench/profile_step.py --model tiny --batch-size 8 --out /tmp/prof   # CPU check
 
-A variant is a comma list of FastConfig fields (compile, compile_mode, attention, checkpoint, ...) and
-torch._inductor.config settings (inductor.coordinate_descent_tuning=1); variants are separated by ';'. The
+A variant is a comma list of FastConfig fields (compile, compile_mode, attention, checkpoint, fp8, ...),
+torch._inductor.config settings (inductor.coordinate_descent_tuning=1) and TransformerConfig fields of both
+towers (model.fused_qkv=0); variants are separated by ';'. The
 FX graph cache is off unless --graph-cache (its key misses the SDPA backend choice, so a cached graph could
 stand in for another variant's). OUT/profile_step.json names the device and is rewritten after every variant.
 """
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
 from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
+from sensorium.nn import TransformerConfig  # noqa: E402
 from train_throughput import H100_BF16_DENSE, device_info, reset_peak  # noqa: E402
 from sensorium.train.fast import (ContrastiveStep, FastConfig, clip_config, count_flops, sync,  # noqa: E402
                                   synthetic_batch, time_steps)
@@ -53,6 +55,9 @@ def kind_of(kernel: str) -> str:
     return next((kind for kind, pattern in KINDS if re.search(pattern, low)), "other elementwise")
 
 
+_MISSING = object()
+
+
 def _value(text: str, like: Any) -> Any:
     """`text` parsed as the type of `like` (booleans from 1/true/on/yes)."""
     if isinstance(like, bool):
@@ -60,16 +65,24 @@ def _value(text: str, like: Any) -> Any:
     return type(like)(text) if like is not None else text
 
 
-def parse_variant(text: str) -> tuple[FastConfig, dict[str, Any]]:
-    """'compile=model,attention=cudnn,inductor.coordinate_descent_tuning=1' -> FastConfig with those fields,
-    and the torch._inductor.config settings (inductor.<name>) to patch while the variant compiles and runs."""
+def parse_variant(text: str) -> tuple[FastConfig, dict[str, Any], dict[str, Any]]:
+    """'compile=model,attention=cudnn,inductor.coordinate_descent_tuning=1,model.fused_qkv=0' -> FastConfig
+    with those fields, the torch._inductor.config settings (inductor.<name>) to patch while the variant compiles
+    and runs, and TransformerConfig fields (model.<name>) set on both towers."""
     import torch._inductor.config as inductor_config
 
-    cfg, inductor = FastConfig(), {}
+    cfg, inductor, model = FastConfig(), {}, {}
     fields = {f.name for f in dataclasses.fields(FastConfig)}
     known = inductor_config.get_config_copy()
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
+        if sep and key.startswith("model."):  # a TransformerConfig field of both towers, e.g. model.fused_qkv=0
+            name = key.removeprefix("model.")
+            like = getattr(TransformerConfig(), name, _MISSING)
+            if like is _MISSING:
+                raise ValueError(f"variant {text!r}: TransformerConfig has no {name!r}")
+            model[name] = _value(value, like)
+            continue
         if sep and key.startswith("inductor."):
             name = key.removeprefix("inductor.")
             if name not in known:
@@ -80,7 +93,7 @@ def parse_variant(text: str) -> tuple[FastConfig, dict[str, Any]]:
             raise ValueError(f"variant {text!r}: {item!r} is not field=value with a FastConfig field "
                              f"({', '.join(sorted(fields))})")
         setattr(cfg, key, _value(value, getattr(cfg, key)))
-    return cfg, inductor
+    return cfg, inductor, model
 
 
 def kernel_table(prof: torch.profiler.profile, steps: int) -> list[dict[str, Any]]:
@@ -99,17 +112,21 @@ def kernel_table(prof: torch.profiler.profile, steps: int) -> list[dict[str, Any
     return sorted(rows, key=lambda r: -r["us_per_step"])
 
 
-def profile_variant(name: str, cfg: FastConfig, inductor: dict[str, Any], args: argparse.Namespace,
-                    device: torch.device) -> dict[str, Any]:
+def profile_variant(name: str, cfg: FastConfig, inductor: dict[str, Any], model: dict[str, Any],
+                    args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Time `cfg`'s step, then profile `--profile-steps` of it; kernel time by kind against the step's wall."""
     import torch._inductor.config as inductor_config
 
     with inductor_config.patch(inductor):
-        return _profile_variant(name, cfg, args, device) | {"inductor": inductor}
+        return _profile_variant(name, cfg, model, args, device) | {"inductor": inductor, "model_overrides": model}
 
 
-def _profile_variant(name: str, cfg: FastConfig, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def _profile_variant(name: str, cfg: FastConfig, overrides: dict[str, Any], args: argparse.Namespace,
+                     device: torch.device) -> dict[str, Any]:
     model_cfg = clip_config(args.model)
+    for tower in (model_cfg.vision, model_cfg.text):
+        for key, value in overrides.items():
+            setattr(tower.transformer, key, value)
     pixels, ids = synthetic_batch(model_cfg, args.batch_size, device)
     torch.manual_seed(0)
     with device:

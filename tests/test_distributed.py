@@ -166,3 +166,19 @@ def test_ranks_time_the_same_number_of_steps(tmp_path):
     mp.spawn(_timing_worker, args=(2, str(tmp_path / "pg"), str(tmp_path / "steps")), nprocs=2, join=True)
     steps = [int((tmp_path / f"steps.{r}").read_text()) for r in range(2)]
     assert steps[0] == steps[1] and 3 <= steps[0] <= 15, steps
+
+
+def test_fp8_trains_under_fsdp2_and_ddp(tmp_path):
+    """--fp8 converts the blocks before DDP/FSDP2 wraps them (FSDP2 shards Float8Linear's weights; converting
+    afterwards mixes plain tensors with DTensors): both strategies train and agree (float8 emulated on CPU)."""
+    pytest.importorskip("torchao.float8")
+    losses = {}
+    for strategy in ("ddp", "fsdp"):
+        out = tmp_path / f"{strategy}.json"
+        done = _torchrun(2, "--strategy", strategy, "--fp8", "tensorwise", "--no-bf16", "--batch-size", "4",
+                         "--target-s", "0.5", "--max-steps", "3", "--json", str(out))
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(out.read_text())
+        assert result["fp8"] == "tensorwise"
+        losses[strategy] = result["final_loss"]
+    assert losses["ddp"] == pytest.approx(losses["fsdp"], rel=1e-4), losses

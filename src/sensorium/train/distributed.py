@@ -26,7 +26,7 @@ from torch import nn
 
 from ..models.dual_encoder import DualEncoder
 from ..nn import Block
-from .fast import COMPILE_SCOPES, ContrastiveStep, FastConfig, clip_config, synthetic_batch, time_steps
+from .fast import COMPILE_SCOPES, FP8_RECIPES, ContrastiveStep, FastConfig, clip_config, synthetic_batch, time_steps
 
 STRATEGIES = ("ddp", "fsdp", "none")
 
@@ -143,7 +143,8 @@ def compare(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) 
 
 def _fast_config(args: argparse.Namespace) -> FastConfig:
     return FastConfig(compile=args.compile, compile_backend=args.compile_backend, checkpoint=args.checkpoint,
-                      local_loss=args.local_loss, loss=args.loss, bf16=not args.no_bf16, accum=args.accum)
+                      local_loss=args.local_loss, loss=args.loss, bf16=not args.no_bf16, accum=args.accum,
+                      fp8=args.fp8)
 
 
 def throughput(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> dict[str, Any]:
@@ -172,7 +173,7 @@ def throughput(args: argparse.Namespace, rank: int, world: int, device: torch.de
     samples_s = world * args.batch_size / timing["step_s"]
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"model": args.model, "strategy": args.strategy, "world": world, "batch_per_rank": args.batch_size,
-            "compile": args.compile, "checkpoint": args.checkpoint, "local_loss": args.local_loss,
+            "compile": args.compile, "checkpoint": args.checkpoint, "fp8": args.fp8, "local_loss": args.local_loss,
             "bf16": not args.no_bf16, "accum": args.accum, "samples_per_s": samples_s,
             "step_ms": 1000 * timing["step_s"], "steps_timed": timing["steps"], "warmup_s": timing["warmup_s"],
             "final_loss": loss, "peak_mem_gib_rank0": peak, "device": str(device),
@@ -209,13 +210,14 @@ def check(args: argparse.Namespace, rank: int, device: torch.device) -> None:
 def parser() -> argparse.ArgumentParser:
     """Command-line options of the torchrun entry."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="ViT-B-16", help="ViT-B-16 | ViT-B-32 | tiny (open_clip dimensions)")
+    p.add_argument("--model", default="ViT-B-16", help="ViT-B-16 | ViT-B-32 | ViT-L-14 | tiny (open_clip dimensions)")
     p.add_argument("--strategy", default="ddp", choices=STRATEGIES)
     p.add_argument("--batch-size", type=int, default=256, help="samples per rank and step")
     p.add_argument("--accum", type=int, default=1, help="micro-batches per step (lowers activation memory)")
     p.add_argument("--compile", default="none", choices=COMPILE_SCOPES)
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
+    p.add_argument("--fp8", default="off", choices=FP8_RECIPES, help="float8 matmuls in the blocks (torchao)")
     p.add_argument("--local-loss", action="store_true", help="local rows vs the global batch only")
     p.add_argument("--loss", default="clip", choices=("clip", "siglip"))
     p.add_argument("--no-bf16", action="store_true", help="float32 towers (no autocast)")

@@ -1,10 +1,12 @@
 """Fast contrastive training of a dual encoder on one GPU or many.
 
-- `clip_config(name)`: Sensorium's DualEncoder at open_clip's model dimensions (ViT-B-16, ViT-B-32, tiny).
+- `clip_config(name)`: Sensorium's DualEncoder at open_clip's model dimensions (ViT-B-16, ViT-B-32, ViT-L-14,
+  tiny).
 - `accelerate(module, cfg)`: an in-place patch (state-dict keys unchanged) that runs every transformer
   Block through one `torch.compile`d function (regional compilation: one graph per block shape, reused by
   all layers), with activation checkpointing and a bf16 residual stream under autocast; or compiles the
   whole module.
+- `float8_blocks`: float8 matmuls in the blocks' linears (torchao), fewer bytes of activations saved.
 - `ContrastiveStep`: forward under bf16 autocast, contrastive loss in float32 (gathered across ranks),
   backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
   synchronises with the host: the loss comes back as a device tensor.
@@ -37,6 +39,9 @@ MODEL_CFGS: dict[str, dict[str, Any]] = {
     "ViT-B-32": {"embed_dim": 512,
                  "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}},
+    "ViT-L-14": {"embed_dim": 768,
+                 "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12}},
     "tiny": {"embed_dim": 32,
              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
              "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 2}},
@@ -51,6 +56,8 @@ MEMORY_OPTIONS = (
     "local loss (--local-loss, FastConfig.local_loss; several GPUs): each rank scores its own rows against the "
     "global batch, B_local x B_global logits instead of B_global x B_global",
     "FSDP2 (--strategy fsdp; several GPUs): parameters, gradients and optimizer state are sharded",
+    "float8 matmuls (FastConfig.fp8='tensorwise'; torchao, an H100-class GPU): about a third less peak memory "
+    "at ViT-B/L sizes, but 10-20% slower there",
 )
 
 
@@ -68,6 +75,8 @@ def clip_config(name: str) -> DualEncoderConfig:
 COMPILE_SCOPES = ("none", "blocks", "model", "step")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+# torchao float8 training recipes (Float8LinearRecipeName values); "off" keeps every matmul in bf16
+FP8_RECIPES = ("off", "tensorwise", "rowwise", "rowwise_with_gw_hp")
 
 
 @dataclass
@@ -85,6 +94,9 @@ class FastConfig:
     # traced, and Inductor's FX graph cache key may not include it: disable the cache when comparing backends
     attention: str = "auto"
     checkpoint: bool = False  # activation checkpointing of every transformer Block
+    # float8 matmuls in the transformer blocks' linears (torchao, an optional extra: pip install torchao):
+    # off | tensorwise | rowwise | rowwise_with_gw_hp. Changes the numerics; needs an H100-class GPU
+    fp8: str = "off"
     # residual stream in the autocast dtype (bf16) rather than float32, as open_clip's vision tower has it
     # under autocast: half the bytes for every norm and residual add; norms still compute in float32
     autocast_residual: bool = True
@@ -139,6 +151,25 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     if cfg.compile == "model":
         return torch.compile(module, **options)
     return module
+
+
+def float8_blocks(blocks: list[nn.Module], recipe: str) -> int:
+    """Swap the nn.Linear layers inside `blocks` for torchao's Float8Linear (same parameters and state-dict
+    keys) with the float8 training `recipe`; layers whose sizes are not multiples of 16 stay bf16. Returns how
+    many were swapped."""
+    if recipe not in FP8_RECIPES or recipe == "off":
+        raise ValueError(f"fp8={recipe!r}; expected one of {', '.join(FP8_RECIPES)}")
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except ImportError as err:
+        raise ImportError(f"fp8={recipe!r} needs torchao (pip install torchao, without dependencies on a "
+                          f"pinned torch): {err}") from err
+    config = Float8LinearConfig.from_recipe_name(recipe)
+    fits = lambda m, _name: isinstance(m, nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0  # noqa: E731
+    before = sum(type(m).__name__ == "Float8Linear" for b in blocks for m in b.modules())
+    for block in blocks:
+        convert_to_float8_training(block, module_filter_fn=fits, config=config)
+    return sum(type(m).__name__ == "Float8Linear" for b in blocks for m in b.modules()) - before
 
 
 def compile_options(cfg: FastConfig) -> dict[str, Any]:
@@ -216,6 +247,8 @@ class ContrastiveStep:
         if cfg.accum < 1:
             raise ValueError(f"accum={cfg.accum} must be >= 1")
         self.model, self.cfg = model, cfg
+        if cfg.fp8 != "off":  # before DDP/FSDP2 wrap the parameters (FSDP2 shards Float8Linear's weights)
+            float8_blocks([m for m in model.modules() if isinstance(m, Block)], cfg.fp8)
         self.wrapped = wrap(ContrastivePair(model)) if wrap is not None else ContrastivePair(model)
         self.module = accelerate(self.wrapped, cfg)
         self.loss = LOSSES[cfg.loss](local_loss=cfg.local_loss)
