@@ -2,7 +2,6 @@
 throughput bench's --tiny run (the plumbing the one-shot GPU run depends on)."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -45,6 +44,10 @@ def test_presets_have_open_clip_dimensions():
         (77, 49408, 512, 12, 8)
     assert v.proj_dim == t.proj_dim == 512 and v.transformer.fused_qkv and t.causal
     assert clip_config("ViT-B-32").vision.patch_size == 32
+    large = clip_config("ViT-L-14")  # open_clip: heads = width / 64 in the vision tower
+    assert (large.vision.patch_size, large.vision.transformer.dim, large.vision.transformer.depth,
+            large.vision.transformer.n_heads, large.text.transformer.dim, large.vision.proj_dim) == \
+        (14, 1024, 24, 16, 768, 768)
     with pytest.raises(ValueError, match="unknown model"):
         clip_config("ViT-X")
 

@@ -162,8 +162,7 @@ def float8_blocks(blocks: list[nn.Module], recipe: str) -> int:
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError as err:
-        raise ImportError(f"fp8={recipe!r} needs torchao (pip install torchao, without dependencies on a "
-                          f"pinned torch): {err}") from err
+        raise ImportError(f"fp8={recipe!r} needs torchao (pip install 'sensorium[fp8]'): {err}") from err
     config = Float8LinearConfig.from_recipe_name(recipe)
     fits = lambda m, _name: isinstance(m, nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0  # noqa: E731
     before = sum(type(m).__name__ == "Float8Linear" for b in blocks for m in b.modules())
