@@ -36,9 +36,10 @@ from sensorium.train.shard_feed import ShardFeed  # noqa: E402
 from sensorium.train.trainer import TrainConfig, make_optimizer  # noqa: E402
 
 H100_BF16_DENSE = 989e12
-VARIANTS = {  # variant -> (compile, activation checkpointing); "<variant>+shards" feeds it from WebDataset shards
-    "eager": ("none", False), "compile": ("blocks", False), "compile-model": ("model", False),
-    "compile+checkpoint": ("blocks", True)}
+VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<variant>+shards" feeds it from shards
+    "eager": {"compile": "none"}, "compile": {"compile": "blocks"}, "compile-model": {"compile": "model"},
+    "compile-model+epilogue-mlp": {"compile": "model", "mlp_kernel": "cublaslt"},
+    "compile+checkpoint": {"compile": "blocks", "checkpoint": True}}
 SHARDS = "+shards"
 
 
@@ -49,7 +50,7 @@ class Row:
     task: str  # train | embed
     impl: str  # sensorium | open_clip
     model: str
-    variant: str  # eager | compile | compile-model | compile+checkpoint
+    variant: str  # a VARIANTS key, optionally + SHARDS
     min_s: float
 
     @property
@@ -71,7 +72,8 @@ def plan(models: list[str], shards: bool = False) -> list[Row]:
              Row("embed", "sensorium", first, "eager", 8), Row("train", "sensorium", first, "compile-model", 75)]
     rows += [Row("train", "open_clip", m, "compile", 70) for m in rest]
     rows += [Row("embed", "sensorium", first, "compile", 40), Row("embed", "open_clip", first, "compile", 50),
-             Row("train", "sensorium", first, "compile+checkpoint", 40)]
+             Row("train", "sensorium", first, "compile+checkpoint", 40),
+             Row("train", "sensorium", first, "compile-model+epilogue-mlp", 75)]
     if shards:  # real data right after the synthetic row it is compared with
         at = next(i for i, r in enumerate(rows) if r.variant == "compile-model") + 1
         rows.insert(at, Row("train", "sensorium", first, "compile-model" + SHARDS, 90))
@@ -173,7 +175,7 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
     cfg = clip_config(row.model)
     pixels, ids = synthetic_batch(cfg, args.batch_size, dev)
     real = row.variant.endswith(SHARDS)
-    compile_mode, ckpt = VARIANTS[row.variant.removesuffix(SHARDS)]
+    fast = VARIANTS[row.variant.removesuffix(SHARDS)]
     extra: dict[str, Any] = {}
     if real:
         feed = ShardFeed(ctx.shards, cfg, args.batch_size, dev, workers=args.loader_workers,
@@ -186,8 +188,8 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
         model.zero_grad(set_to_none=True)
         del eager
         reset_peak(dev)
-        step = ContrastiveStep(model, FastConfig(compile=compile_mode, compile_backend=args.compile_backend,
-                                                 checkpoint=ckpt, bf16=not args.no_amp))
+        step = ContrastiveStep(model, FastConfig(**fast, compile_backend=args.compile_backend,
+                                                 bf16=not args.no_amp))
         run = (lambda: step(*next(feed))) if real else (lambda: step(pixels, ids))  # noqa: E731
     else:
         if row.variant not in ("eager", "compile"):  # open_clip's own option: torch.compile of the model
@@ -250,7 +252,7 @@ def embed_row(row: Row, ctx: Context) -> dict[str, Any]:
     args, dev = ctx.args, ctx.device
     cfg = clip_config(row.model)
     pixels, ids = synthetic_batch(cfg, args.embed_batch, dev)
-    compile_mode, _ = VARIANTS[row.variant]
+    compile_mode = VARIANTS[row.variant]["compile"]
     if row.impl == "sensorium":
         model = _sensorium_model(ctx, cfg).eval()
         accelerate(model, FastConfig(compile=compile_mode, compile_backend=args.compile_backend))

@@ -168,17 +168,20 @@ def test_ranks_time_the_same_number_of_steps(tmp_path):
     assert steps[0] == steps[1] and 3 <= steps[0] <= 15, steps
 
 
-def test_fp8_trains_under_fsdp2_and_ddp(tmp_path):
+@pytest.mark.parametrize("option", [("--fp8", "tensorwise"), ("--mlp-kernel", "cublaslt")])
+def test_block_kernels_train_under_fsdp2_and_ddp(tmp_path, option):
     """--fp8 converts the blocks before DDP/FSDP2 wraps them (FSDP2 shards Float8Linear's weights; converting
-    afterwards mixes plain tensors with DTensors): both strategies train and agree (float8 emulated on CPU)."""
-    pytest.importorskip("torchao.float8")
+    afterwards mixes plain tensors with DTensors), and the epilogue MLP's autograd function sees FSDP2's
+    unsharded weights: both strategies train and agree (float8 emulated, epilogue ops as PyTorch math on CPU)."""
+    if option[0] == "--fp8":
+        pytest.importorskip("torchao.float8")
     losses = {}
     for strategy in ("ddp", "fsdp"):
         out = tmp_path / f"{strategy}.json"
-        done = _torchrun(2, "--strategy", strategy, "--fp8", "tensorwise", "--no-bf16", "--batch-size", "4",
+        done = _torchrun(2, "--strategy", strategy, *option, "--no-bf16", "--batch-size", "4",
                          "--target-s", "0.5", "--max-steps", "3", "--json", str(out))
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(out.read_text())
-        assert result["fp8"] == "tensorwise"
+        assert result[option[0].removeprefix("--").replace("-", "_")] == option[1]
         losses[strategy] = result["final_loss"]
     assert losses["ddp"] == pytest.approx(losses["fsdp"], rel=1e-4), losses

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..models.dual_encoder import DualEncoder
 from ..nn import Block
-from .fast import COMPILE_SCOPES, FP8_RECIPES, ContrastiveStep, FastConfig, clip_config, synthetic_batch, time_steps
+from .fast import COMPILE_SCOPES, FP8_RECIPES, MLP_KERNELS, ContrastiveStep, FastConfig, clip_config, synthetic_batch, time_steps
 
 STRATEGIES = ("ddp", "fsdp", "none")
 
@@ -144,7 +144,7 @@ def compare(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) 
 def _fast_config(args: argparse.Namespace) -> FastConfig:
     return FastConfig(compile=args.compile, compile_backend=args.compile_backend, checkpoint=args.checkpoint,
                       local_loss=args.local_loss, loss=args.loss, bf16=not args.no_bf16, accum=args.accum,
-                      fp8=args.fp8)
+                      fp8=args.fp8, mlp_kernel=args.mlp_kernel)
 
 
 def throughput(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> dict[str, Any]:
@@ -173,7 +173,8 @@ def throughput(args: argparse.Namespace, rank: int, world: int, device: torch.de
     samples_s = world * args.batch_size / timing["step_s"]
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"model": args.model, "strategy": args.strategy, "world": world, "batch_per_rank": args.batch_size,
-            "compile": args.compile, "checkpoint": args.checkpoint, "fp8": args.fp8, "local_loss": args.local_loss,
+            "compile": args.compile, "checkpoint": args.checkpoint, "fp8": args.fp8,
+            "mlp_kernel": args.mlp_kernel, "local_loss": args.local_loss,
             "bf16": not args.no_bf16, "accum": args.accum, "samples_per_s": samples_s,
             "step_ms": 1000 * timing["step_s"], "steps_timed": timing["steps"], "warmup_s": timing["warmup_s"],
             "final_loss": loss, "peak_mem_gib_rank0": peak, "device": str(device),
@@ -218,6 +219,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
     p.add_argument("--fp8", default="off", choices=FP8_RECIPES, help="float8 matmuls in the blocks (torchao)")
+    p.add_argument("--mlp-kernel", default="inductor", choices=MLP_KERNELS,
+                   help="cublaslt: GELU in cuBLASLt GEMM epilogues (tanh-GELU)")
     p.add_argument("--local-loss", action="store_true", help="local rows vs the global batch only")
     p.add_argument("--loss", default="clip", choices=("clip", "siglip"))
     p.add_argument("--no-bf16", action="store_true", help="float32 towers (no autocast)")

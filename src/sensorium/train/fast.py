@@ -27,7 +27,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ..models.dual_encoder import DualEncoder, DualEncoderConfig
-from ..nn import Block
+from ..nn import MLP, Block
+from ..nn.transformer import ACTIVATIONS
 from ..objectives import LOSSES
 from .trainer import TrainConfig, make_optimizer
 
@@ -75,6 +76,9 @@ def clip_config(name: str) -> DualEncoderConfig:
 COMPILE_SCOPES = ("none", "blocks", "model", "step")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+# the blocks' GELU MLPs: "inductor" (PyTorch ops, fused by torch.compile) | "cublaslt" (GELU, its gradient and
+# fc1's bias gradient in cuBLASLt GEMM epilogues, nn/fused_mlp.py; tanh-GELU)
+MLP_KERNELS = ("inductor", "cublaslt")
 # torchao float8 training recipes (Float8LinearRecipeName values); "off" keeps every matmul in bf16
 FP8_RECIPES = ("off", "tensorwise", "rowwise", "rowwise_with_gw_hp")
 
@@ -97,6 +101,9 @@ class FastConfig:
     # float8 matmuls in the transformer blocks' linears (torchao, an optional extra: pip install torchao):
     # off | tensorwise | rowwise | rowwise_with_gw_hp. Changes the numerics; needs an H100-class GPU
     fp8: str = "off"
+    # GELU MLP kernels (MLP_KERNELS). "cublaslt" computes GELU with the tanh approximation (the model's "gelu" is
+    # erf; they differ by less than bf16 rounding) and keeps the activation for the backward (more memory)
+    mlp_kernel: str = "inductor"
     # residual stream in the autocast dtype (bf16) rather than float32, as open_clip's vision tower has it
     # under autocast: half the bytes for every norm and residual add; norms still compute in float32
     autocast_residual: bool = True
@@ -145,12 +152,29 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
         run = torch.compile(_block_forward, **options)
     else:
         run = _block_forward
+    if cfg.mlp_kernel not in MLP_KERNELS:
+        raise ValueError(f"mlp_kernel={cfg.mlp_kernel!r}; expected one of {', '.join(MLP_KERNELS)}")
+    if cfg.mlp_kernel == "cublaslt":
+        for block in blocks:
+            epilogue_mlp(block.mlp)
     if cfg.checkpoint or cfg.compile == "blocks" or (cfg.autocast_residual and cfg.bf16):
         for block in blocks:
             _patch_block(block, run, cfg.checkpoint, cfg.autocast_residual and cfg.bf16)
     if cfg.compile == "model":
         return torch.compile(module, **options)
     return module
+
+
+def epilogue_mlp(mlp: nn.Module) -> bool:
+    """Route a GELU MLP with biases through `gelu_mlp` (GELU in cuBLASLt GEMM epilogues); other MLPs (SwiGLU,
+    experts, no bias) are left as they are. Returns whether `mlp` was patched."""
+    from ..nn.fused_mlp import gelu_mlp
+
+    if not isinstance(mlp, MLP) or mlp.gated or mlp.fc1.bias is None or mlp.fc2.bias is None or \
+            mlp.act not in (ACTIVATIONS["gelu"], ACTIVATIONS["gelu_tanh"]):
+        return False
+    mlp.forward = lambda x, groups=None: gelu_mlp(x, mlp.fc1, mlp.fc2)
+    return True
 
 
 def float8_blocks(blocks: list[nn.Module], recipe: str) -> int:

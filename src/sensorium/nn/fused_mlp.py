@@ -1,0 +1,229 @@
+"""A GELU MLP whose activation lives in cuBLASLt GEMM epilogues, for training on NVIDIA GPUs.
+
+fc2(gelu(fc1 x)) normally costs, besides its four GEMMs, a GELU kernel in the forward and a GELU-gradient and a
+bias-gradient kernel in the backward, each a full pass over the [tokens, hidden] activation. cuBLASLt can do all
+three inside GEMM epilogues: GELU_AUX_BIAS (fc1 forward: bias, GELU, and the pre-activation kept for the
+backward) and DGELU (fc2's input gradient times the GELU gradient; fc1's bias gradient is a column sum of it:
+cuBLASLt's DGELU_BGRAD ran as a slow separate kernel here). PyTorch exposes
+neither in training, so they are called here through ctypes and wrapped as custom ops that torch.compile treats
+as opaque kernels. cuBLASLt's GELU is the tanh approximation; on CPU (and for checking) the same ops run as plain
+PyTorch with tanh-GELU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+# cublasLt.h (CUDA 12/13): descriptor attributes, epilogues, types
+_TRANSA, _TRANSB, _EPILOGUE, _BIAS_POINTER, _AUX_POINTER, _AUX_LD = 3, 4, 7, 8, 11, 12
+_GELU_AUX_BIAS, _DGELU, _DGELU_BGRAD = 164, 192, 208
+_WITH_BIAS = (_GELU_AUX_BIAS, _DGELU_BGRAD)
+_COMPUTE_32F, _R_32F, _R_16BF, _OP_N, _OP_T = 68, 0, 14, 0, 1
+_PREF_MAX_WORKSPACE = 1
+_WORKSPACE_BYTES = 32 << 20
+
+
+class _HeuristicResult(ctypes.Structure):
+    _fields_ = [("algo", ctypes.c_uint64 * 8), ("workspaceSize", ctypes.c_size_t), ("state", ctypes.c_int),
+                ("wavesCount", ctypes.c_float), ("reserved", ctypes.c_int * 4)]
+
+
+def _load_cublaslt() -> ctypes.CDLL:
+    """libcublasLt from the process (loaded by torch) or from the nvidia wheels next to torch."""
+    names = ["libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"]
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            pass
+    roots = {os.path.dirname(os.path.dirname(torch.__file__))}
+    for root in roots:
+        for path in glob.glob(os.path.join(root, "nvidia", "**", "libcublasLt.so*"), recursive=True):
+            return ctypes.CDLL(path)
+    raise OSError("libcublasLt not found (looked for " + ", ".join(names) + " and under site-packages/nvidia)")
+
+
+_VP, _I32, _SIZE = ctypes.c_void_p, ctypes.c_int32, ctypes.c_size_t
+_SIGNATURES = {  # argument types, so that 64-bit sizes and pointers are passed as such
+    "cublasLtCreate": [_VP],
+    "cublasLtMatmulDescCreate": [_VP, _I32, _I32],
+    "cublasLtMatmulDescSetAttribute": [_VP, _I32, _VP, _SIZE],
+    "cublasLtMatrixLayoutCreate": [_VP, _I32, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64],
+    "cublasLtMatmulPreferenceCreate": [_VP],
+    "cublasLtMatmulPreferenceSetAttribute": [_VP, _I32, _VP, _SIZE],
+    "cublasLtMatmulAlgoGetHeuristic": [_VP, _VP, _VP, _VP, _VP, _VP, _VP, ctypes.c_int, _VP, _VP],
+    "cublasLtMatmul": [_VP] * 14 + [_SIZE, _VP],
+}
+
+
+class _CublasLt:
+    """One cuBLASLt handle, a workspace per device and cached algorithms per problem."""
+
+    def __init__(self) -> None:
+        self.lib = _load_cublaslt()
+        for name, args in _SIGNATURES.items():
+            fn = getattr(self.lib, name)
+            fn.argtypes, fn.restype = args, ctypes.c_int
+        self.handle = ctypes.c_void_p()
+        self._check(self.lib.cublasLtCreate(ctypes.byref(self.handle)), "cublasLtCreate")
+        self.workspaces: dict[int, torch.Tensor] = {}
+        self.plans: dict[tuple, tuple] = {}
+
+    @staticmethod
+    def _check(status: int, what: str) -> None:
+        if status != 0:
+            raise RuntimeError(f"{what} failed with cublasStatus_t {status}")
+
+    def _set(self, desc: ctypes.c_void_p, attr: int, value: ctypes._SimpleCData) -> None:
+        self._check(self.lib.cublasLtMatmulDescSetAttribute(desc, attr, ctypes.byref(value), ctypes.sizeof(value)),
+                    f"cublasLtMatmulDescSetAttribute({attr})")
+
+    def _layout(self, rows: int, cols: int, ld: int) -> ctypes.c_void_p:
+        layout = ctypes.c_void_p()
+        self._check(self.lib.cublasLtMatrixLayoutCreate(ctypes.byref(layout), _R_16BF, ctypes.c_uint64(rows),
+                                                        ctypes.c_uint64(cols), ctypes.c_int64(ld)),
+                    "cublasLtMatrixLayoutCreate")
+        return layout
+
+    def _plan(self, key: tuple, m: int, n: int, k: int, trans_a: int, lda: int, ldb: int, epilogue: int) -> tuple:
+        """Descriptor, layouts and the heuristic's best algorithm for D[m, n] (column-major, ld m) =
+        op(A) op(B) with this epilogue; cached by shape."""
+        if key in self.plans:
+            return self.plans[key]
+        desc = ctypes.c_void_p()
+        self._check(self.lib.cublasLtMatmulDescCreate(ctypes.byref(desc), _COMPUTE_32F, _R_32F),
+                    "cublasLtMatmulDescCreate")
+        self._set(desc, _TRANSA, ctypes.c_int32(trans_a))
+        self._set(desc, _TRANSB, ctypes.c_int32(_OP_N))
+        self._set(desc, _EPILOGUE, ctypes.c_uint32(epilogue))
+        self._set(desc, _AUX_LD, ctypes.c_int64(m))
+        a = self._layout(m, k, lda) if trans_a == _OP_N else self._layout(k, m, lda)
+        b, d = self._layout(k, n, ldb), self._layout(m, n, m)
+        pref = ctypes.c_void_p()
+        self._check(self.lib.cublasLtMatmulPreferenceCreate(ctypes.byref(pref)), "cublasLtMatmulPreferenceCreate")
+        ws = ctypes.c_uint64(_WORKSPACE_BYTES)
+        self._check(self.lib.cublasLtMatmulPreferenceSetAttribute(pref, _PREF_MAX_WORKSPACE, ctypes.byref(ws),
+                                                                  ctypes.sizeof(ws)), "preference workspace")
+        # the heuristic reads pointer alignment from the descriptor: set 256-byte aligned placeholders (a bias
+        # pointer only where the epilogue has a bias or bias gradient: elsewhere cuBLASLt rejects it)
+        if epilogue in _WITH_BIAS:
+            self._set(desc, _BIAS_POINTER, ctypes.c_void_p(256))
+        self._set(desc, _AUX_POINTER, ctypes.c_void_p(256))
+        result, count = _HeuristicResult(), ctypes.c_int(0)
+        self._check(self.lib.cublasLtMatmulAlgoGetHeuristic(self.handle, desc, a, b, d, d, pref, 1,
+                                                            ctypes.byref(result), ctypes.byref(count)),
+                    "cublasLtMatmulAlgoGetHeuristic")
+        if count.value == 0:
+            raise RuntimeError(f"cuBLASLt has no algorithm for epilogue {epilogue} at m={m}, n={n}, k={k}")
+        self.plans[key] = (desc, a, b, d, result)
+        return self.plans[key]
+
+    def matmul(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, m: int, n: int, k: int, trans_a: int,
+               lda: int, ldb: int, epilogue: int, aux: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """out (column-major m x n) = op(a) @ b with `epilogue`, on the current stream."""
+        key = (a.device.index, m, n, k, trans_a, lda, ldb, epilogue)
+        desc, la, lb, ld, result = self._plan(key, m, n, k, trans_a, lda, ldb, epilogue)
+        if bias is not None:
+            self._set(desc, _BIAS_POINTER, ctypes.c_void_p(bias.data_ptr()))
+        self._set(desc, _AUX_POINTER, ctypes.c_void_p(aux.data_ptr()))
+        ws = self.workspaces.get(a.device.index)
+        if ws is None:
+            ws = self.workspaces[a.device.index] = torch.empty(_WORKSPACE_BYTES, dtype=torch.uint8, device=a.device)
+        alpha, beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
+        stream = ctypes.c_void_p(torch.cuda.current_stream(a.device).cuda_stream)
+        self._check(self.lib.cublasLtMatmul(
+            self.handle, desc, ctypes.byref(alpha), ctypes.c_void_p(a.data_ptr()), la, ctypes.c_void_p(b.data_ptr()),
+            lb, ctypes.byref(beta), ctypes.c_void_p(out.data_ptr()), ld, ctypes.c_void_p(out.data_ptr()), ld,
+            ctypes.byref(result.algo), ctypes.c_void_p(ws.data_ptr()), ctypes.c_size_t(_WORKSPACE_BYTES), stream),
+            "cublasLtMatmul")
+
+
+@lru_cache(maxsize=1)
+def _cublaslt() -> _CublasLt:
+    return _CublasLt()
+
+
+def _usable(*tensors: torch.Tensor) -> bool:
+    """cuBLASLt path: CUDA, bf16, contiguous, every size a multiple of 8 (16-byte aligned rows)."""
+    return all(t.is_cuda and t.dtype == torch.bfloat16 and t.is_contiguous() and t.shape[-1] % 8 == 0
+               for t in tensors)
+
+
+@torch.library.custom_op("sensorium::linear_gelu_aux", mutates_args=())
+def linear_gelu_aux(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gelu_tanh(x W^T + b), x W^T + b) for x [M, K], W [N, K], b [N]: one GEMM with the bias, the GELU and
+    the saved pre-activation in its epilogue on CUDA."""
+    m, k = x.shape
+    n = weight.shape[0]
+    if not _usable(x, weight, bias):
+        pre = F.linear(x, weight, bias)
+        return F.gelu(pre, approximate="tanh"), pre
+    act, pre = torch.empty(m, n, dtype=x.dtype, device=x.device), torch.empty(m, n, dtype=x.dtype, device=x.device)
+    # row-major act[M, N] is column-major [N, M] = W (column-major [K, N], transposed) @ x^T (column-major [K, M])
+    _cublaslt().matmul(weight, x, act, m=n, n=m, k=k, trans_a=_OP_T, lda=k, ldb=k, epilogue=_GELU_AUX_BIAS,
+                       bias=bias, aux=pre)
+    return act, pre
+
+
+@linear_gelu_aux.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (x.shape[0], weight.shape[0])
+    return x.new_empty(shape), x.new_empty(shape)
+
+
+@torch.library.custom_op("sensorium::matmul_dgelu_bgrad", mutates_args=())
+def matmul_dgelu_bgrad(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d, d.sum(0)) with d = (grad @ W) * gelu_tanh'(pre), for grad [M, P], W [P, N], pre [M, N]: fc2's input
+    gradient GEMM with the GELU gradient and fc1's bias gradient in its epilogue on CUDA."""
+    m, p = grad.shape
+    n = weight.shape[1]
+    if not _usable(grad, weight, pre):
+        d = torch.ops.aten.gelu_backward((grad @ weight).float(), pre.float(), approximate="tanh")
+        return d.to(grad.dtype), d.sum(0).to(grad.dtype)
+    d = torch.empty(m, n, dtype=grad.dtype, device=grad.device)
+    # row-major d[M, N] is column-major [N, M] = W^T (a [N, P] copy: column-major [P, N], transposed) @ grad^T
+    # (column-major [P, M]): the same "TN" layout as the forward, which cuBLASLt runs with its nvjet kernels.
+    # DGELU only: with DGELU_BGRAD, cuBLASLt 13 on an H100 ran the epilogue as a separate kernel at 0.7 ms a call
+    # (bench/results/profile_step_h100_mlp.json), so the bias gradient is a plain column sum
+    _cublaslt().matmul(weight.t().contiguous(), grad, d, m=n, n=m, k=p, trans_a=_OP_T, lda=p, ldb=p,
+                       epilogue=_DGELU, aux=pre)
+    return d, d.sum(0)
+
+
+@matmul_dgelu_bgrad.register_fake
+def _(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return pre.new_empty(pre.shape), pre.new_empty(pre.shape[1:])
+
+
+class _GeluMLP(torch.autograd.Function):
+    """fc2(gelu_tanh(fc1 x)) on 2-D inputs of one dtype, with the epilogue ops above."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):
+        act, pre = linear_gelu_aux(x, w1, b1)
+        ctx.save_for_backward(x, w1, w2, act, pre)
+        return torch.addmm(b2, act, w2.t())
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w1, w2, act, pre = ctx.saved_tensors
+        grad = grad.contiguous()
+        d_pre, d_b1 = matmul_dgelu_bgrad(grad, w2, pre)
+        return d_pre @ w1, d_pre.t() @ x, d_b1, grad.t() @ act, grad.sum(0)
+
+
+def gelu_mlp(x: torch.Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> torch.Tensor:
+    """fc2(gelu_tanh(fc1 x)) for x [..., dim] with the GELU in GEMM epilogues; under autocast the inputs and
+    weights are cast to the autocast dtype first (as F.linear would be)."""
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    with torch.autocast(x.device.type, enabled=False):
+        cast = [t.to(dtype).contiguous() for t in (x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias, fc2.weight,
+                                                   fc2.bias)]
+        return _GeluMLP.apply(*cast).view(*x.shape[:-1], fc2.out_features)
