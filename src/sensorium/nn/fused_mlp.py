@@ -27,7 +27,6 @@ _WITH_BIAS = (_GELU_AUX_BIAS, _DGELU_BGRAD)
 _COMPUTE_32F, _R_32F, _R_16BF, _OP_N, _OP_T = 68, 0, 14, 0, 1
 _PREF_MAX_WORKSPACE = 1
 _WORKSPACE_BYTES = 32 << 20
-_CANDIDATES = 8  # heuristic results timed on the first call of each shape
 
 
 class _HeuristicResult(ctypes.Structure):
@@ -64,8 +63,7 @@ _SIGNATURES = {  # argument types, so that 64-bit sizes and pointers are passed 
 
 
 class _CublasLt:
-    """One cuBLASLt handle, a workspace per device and, per problem shape, a descriptor and the fastest of the
-    heuristic's candidate algorithms."""
+    """One cuBLASLt handle, a workspace per device and cached algorithms per problem."""
 
     def __init__(self) -> None:
         self.lib = _load_cublaslt()
@@ -117,17 +115,23 @@ class _CublasLt:
         if epilogue in _WITH_BIAS:
             self._set(desc, _BIAS_POINTER, ctypes.c_void_p(256))
         self._set(desc, _AUX_POINTER, ctypes.c_void_p(256))
-        results, count = (_HeuristicResult * _CANDIDATES)(), ctypes.c_int(0)
-        self._check(self.lib.cublasLtMatmulAlgoGetHeuristic(self.handle, desc, a, b, d, d, pref, _CANDIDATES,
-                                                            results, ctypes.byref(count)),
+        result, count = _HeuristicResult(), ctypes.c_int(0)
+        self._check(self.lib.cublasLtMatmulAlgoGetHeuristic(self.handle, desc, a, b, d, d, pref, 1,
+                                                            ctypes.byref(result), ctypes.byref(count)),
                     "cublasLtMatmulAlgoGetHeuristic")
         if count.value == 0:
             raise RuntimeError(f"cuBLASLt has no algorithm for epilogue {epilogue} at m={m}, n={n}, k={k}")
-        self.plans[key] = [desc, a, b, d, list(results[: count.value])]
+        self.plans[key] = (desc, a, b, d, result)
         return self.plans[key]
 
-    def _run(self, plan: list, algo: _HeuristicResult, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-        desc, la, lb, ld, _ = plan
+    def matmul(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, m: int, n: int, k: int, trans_a: int,
+               lda: int, ldb: int, epilogue: int, aux: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """out (column-major m x n) = op(a) @ b with `epilogue`, on the current stream."""
+        key = (a.device.index, m, n, k, trans_a, lda, ldb, epilogue)
+        desc, la, lb, ld, result = self._plan(key, m, n, k, trans_a, lda, ldb, epilogue)
+        if bias is not None:
+            self._set(desc, _BIAS_POINTER, ctypes.c_void_p(bias.data_ptr()))
+        self._set(desc, _AUX_POINTER, ctypes.c_void_p(aux.data_ptr()))
         ws = self.workspaces.get(a.device.index)
         if ws is None:
             ws = self.workspaces[a.device.index] = torch.empty(_WORKSPACE_BYTES, dtype=torch.uint8, device=a.device)
@@ -136,38 +140,8 @@ class _CublasLt:
         self._check(self.lib.cublasLtMatmul(
             self.handle, desc, ctypes.byref(alpha), ctypes.c_void_p(a.data_ptr()), la, ctypes.c_void_p(b.data_ptr()),
             lb, ctypes.byref(beta), ctypes.c_void_p(out.data_ptr()), ld, ctypes.c_void_p(out.data_ptr()), ld,
-            ctypes.byref(algo.algo), ctypes.c_void_p(ws.data_ptr()), ctypes.c_size_t(_WORKSPACE_BYTES), stream),
+            ctypes.byref(result.algo), ctypes.c_void_p(ws.data_ptr()), ctypes.c_size_t(_WORKSPACE_BYTES), stream),
             "cublasLtMatmul")
-
-    def _fastest(self, plan: list, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-        """Time each of the heuristic's candidates on these tensors once (the first call of a shape) and keep
-        the fastest: for the DGELU epilogue the heuristic's first choice was not the fastest kernel."""
-        candidates = plan[4]
-        if len(candidates) > 1 and not torch.cuda.is_current_stream_capturing():
-            times = []
-            for algo in candidates:
-                self._run(plan, algo, a, b, out)  # warm-up
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(3):
-                    self._run(plan, algo, a, b, out)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-            candidates = [candidates[times.index(min(times))]]
-        plan[4] = candidates[:1]
-
-    def matmul(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, m: int, n: int, k: int, trans_a: int,
-               lda: int, ldb: int, epilogue: int, aux: torch.Tensor, bias: torch.Tensor | None = None) -> None:
-        """out (column-major m x n) = op(a) @ b with `epilogue`, on the current stream."""
-        key = (a.device.index, m, n, k, trans_a, lda, ldb, epilogue)
-        plan = self._plan(key, m, n, k, trans_a, lda, ldb, epilogue)
-        if bias is not None:
-            self._set(plan[0], _BIAS_POINTER, ctypes.c_void_p(bias.data_ptr()))
-        self._set(plan[0], _AUX_POINTER, ctypes.c_void_p(aux.data_ptr()))
-        if len(plan[4]) > 1:
-            self._fastest(plan, a, b, out)
-        self._run(plan, plan[4][0], a, b, out)
 
 
 @lru_cache(maxsize=1)
