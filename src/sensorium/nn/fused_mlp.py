@@ -1,13 +1,13 @@
 """A GELU MLP whose activation lives in cuBLASLt GEMM epilogues, for training on NVIDIA GPUs.
 
 fc2(gelu(fc1 x)) normally costs, besides its four GEMMs, a GELU kernel in the forward and a GELU-gradient and a
-bias-gradient kernel in the backward, each a full pass over the [tokens, hidden] activation. cuBLASLt can do all
-three inside GEMM epilogues: GELU_AUX_BIAS (fc1 forward: bias, GELU, and the pre-activation kept for the
-backward) and DGELU (fc2's input gradient times the GELU gradient; fc1's bias gradient is a column sum of it:
-cuBLASLt's DGELU_BGRAD ran as a slow separate kernel here). PyTorch exposes
-neither in training, so they are called here through ctypes and wrapped as custom ops that torch.compile treats
-as opaque kernels. cuBLASLt's GELU is the tanh approximation; on CPU (and for checking) the same ops run as plain
-PyTorch with tanh-GELU.
+bias-gradient kernel in the backward, each a full pass over the [tokens, hidden] activation. Here fc1's GEMM
+applies the bias and the GELU and keeps the pre-activation in its epilogue (GELU_AUX_BIAS), and fc2's
+input-gradient GEMM multiplies by the GELU gradient in its epilogue (DGELU); fc1's bias gradient is a column sum
+of that. (DGELU_BGRAD, which would add the bias gradient to the epilogue, ran as a slow separate kernel on an
+H100.) PyTorch exposes these epilogues only in the forward, so they are called through ctypes and wrapped as
+custom ops that torch.compile treats as opaque kernels. cuBLASLt's GELU is the tanh approximation. On CPU, and
+for inputs cuBLASLt cannot take, the same ops run as PyTorch math with tanh-GELU.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 # cublasLt.h (CUDA 12/13): descriptor attributes, epilogues, types
 _TRANSA, _TRANSB, _EPILOGUE, _BIAS_POINTER, _AUX_POINTER, _AUX_LD = 3, 4, 7, 8, 11, 12
-_GELU_AUX_BIAS, _DGELU, _DGELU_BGRAD = 164, 192, 208
-_WITH_BIAS = (_GELU_AUX_BIAS, _DGELU_BGRAD)
+_GELU_AUX_BIAS, _DGELU = 164, 192  # (DGELU_BGRAD = 208: slower here, see matmul_dgelu)
+_WITH_BIAS = (_GELU_AUX_BIAS,)
 _COMPUTE_32F, _R_32F, _R_16BF, _OP_N, _OP_T = 68, 0, 14, 0, 1
 _PREF_MAX_WORKSPACE = 1
 _WORKSPACE_BYTES = 32 << 20
@@ -63,7 +63,8 @@ _SIGNATURES = {  # argument types, so that 64-bit sizes and pointers are passed 
 
 
 class _CublasLt:
-    """One cuBLASLt handle, a workspace per device and cached algorithms per problem."""
+    """One cuBLASLt handle, a workspace per device, and per problem shape a descriptor with the heuristic's
+    algorithm (timing its other candidates gained nothing: see docs/performance.md)."""
 
     def __init__(self) -> None:
         self.lib = _load_cublaslt()
@@ -177,11 +178,10 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.
     return x.new_empty(shape), x.new_empty(shape)
 
 
-@torch.library.custom_op("sensorium::matmul_dgelu_bgrad", mutates_args=())
-def matmul_dgelu_bgrad(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+@torch.library.custom_op("sensorium::matmul_dgelu", mutates_args=())
+def matmul_dgelu(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(d, d.sum(0)) with d = (grad @ W) * gelu_tanh'(pre), for grad [M, P], W [P, N], pre [M, N]: fc2's input
-    gradient GEMM with the GELU gradient and fc1's bias gradient in its epilogue on CUDA."""
+    gradient GEMM with the GELU gradient in its epilogue on CUDA, and fc1's bias gradient."""
     m, p = grad.shape
     n = weight.shape[1]
     if not _usable(grad, weight, pre):
@@ -197,7 +197,7 @@ def matmul_dgelu_bgrad(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tens
     return d, d.sum(0)
 
 
-@matmul_dgelu_bgrad.register_fake
+@matmul_dgelu.register_fake
 def _(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pre.new_empty(pre.shape), pre.new_empty(pre.shape[1:])
 
@@ -215,7 +215,7 @@ class _GeluMLP(torch.autograd.Function):
     def backward(ctx, grad):
         x, w1, w2, act, pre = ctx.saved_tensors
         grad = grad.contiguous()
-        d_pre, d_b1 = matmul_dgelu_bgrad(grad, w2, pre)
+        d_pre, d_b1 = matmul_dgelu(grad, w2, pre)
         return d_pre @ w1, d_pre.t() @ x, d_b1, grad.t() @ act, grad.sum(0)
 
 
