@@ -60,6 +60,8 @@ def test_epilogue_mlp_leaves_other_mlps_and_trains_the_dual_encoder():
     assert losses["cublaslt"][2] < losses["cublaslt"][0]
     with pytest.raises(ValueError, match="mlp_kernel='triton'"):
         ContrastiveStep(DualEncoder(clip_config("tiny")), FastConfig(mlp_kernel="triton"))
+    with pytest.raises(ValueError, match="choose one"):
+        ContrastiveStep(DualEncoder(clip_config("tiny")), FastConfig(mlp_kernel="cublaslt", fp8="tensorwise"))
 
 
 @pytest.mark.gpu

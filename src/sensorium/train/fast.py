@@ -6,6 +6,7 @@
   Block through one `torch.compile`d function (regional compilation: one graph per block shape, reused by
   all layers), with activation checkpointing and a bf16 residual stream under autocast; or compiles the
   whole module.
+- `epilogue_mlp`: a block's GELU MLP with the GELU in cuBLASLt GEMM epilogues (nn/fused_mlp.py).
 - `float8_blocks`: float8 matmuls in the blocks' linears (torchao), fewer bytes of activations saved.
 - `ContrastiveStep`: forward under bf16 autocast, contrastive loss in float32 (gathered across ranks),
   backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
@@ -76,8 +77,8 @@ def clip_config(name: str) -> DualEncoderConfig:
 COMPILE_SCOPES = ("none", "blocks", "model", "step")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
-# the blocks' GELU MLPs: "inductor" (PyTorch ops, fused by torch.compile) | "cublaslt" (GELU, its gradient and
-# fc1's bias gradient in cuBLASLt GEMM epilogues, nn/fused_mlp.py; tanh-GELU)
+# the blocks' GELU MLPs: "inductor" (PyTorch ops, fused by torch.compile) | "cublaslt" (GELU and its gradient in
+# cuBLASLt GEMM epilogues, nn/fused_mlp.py; tanh-GELU)
 MLP_KERNELS = ("inductor", "cublaslt")
 # torchao float8 training recipes (Float8LinearRecipeName values); "off" keeps every matmul in bf16
 FP8_RECIPES = ("off", "tensorwise", "rowwise", "rowwise_with_gw_hp")
@@ -141,9 +142,9 @@ def _patch_block(block: Block, run: Callable[..., torch.Tensor], recompute: bool
 
 
 def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
-    """Apply `cfg.compile`, `cfg.checkpoint` and `cfg.autocast_residual` to `module` in place; returns the
-    module to call (the compiled wrapper for compile="model", else `module` itself; compile="step" is applied
-    by ContrastiveStep, which compiles the loss with the module)."""
+    """Apply `cfg.compile`, `cfg.checkpoint`, `cfg.autocast_residual` and `cfg.mlp_kernel` to `module` in place;
+    returns the module to call (the compiled wrapper for compile="model", else `module` itself; compile="step"
+    is applied by ContrastiveStep, which compiles the loss with the module)."""
     if cfg.compile not in COMPILE_SCOPES:
         raise ValueError(f"compile={cfg.compile!r}; expected one of {', '.join(COMPILE_SCOPES)}")
     blocks = [m for m in module.modules() if isinstance(m, Block)]
@@ -270,6 +271,9 @@ class ContrastiveStep:
         if cfg.accum < 1:
             raise ValueError(f"accum={cfg.accum} must be >= 1")
         self.model, self.cfg = model, cfg
+        if cfg.fp8 != "off" and cfg.mlp_kernel != "inductor":
+            raise ValueError(f"fp8={cfg.fp8!r} and mlp_kernel={cfg.mlp_kernel!r} both replace the MLP matmuls; "
+                             f"choose one")
         if cfg.fp8 != "off":  # before DDP/FSDP2 wrap the parameters (FSDP2 shards Float8Linear's weights)
             float8_blocks([m for m in model.modules() if isinstance(m, Block)], cfg.fp8)
         self.wrapped = wrap(ContrastivePair(model)) if wrap is not None else ContrastivePair(model)
