@@ -42,10 +42,9 @@ def _load_cublaslt() -> ctypes.CDLL:
             return ctypes.CDLL(name)
         except OSError:
             pass
-    roots = {os.path.dirname(os.path.dirname(torch.__file__))}
-    for root in roots:
-        for path in glob.glob(os.path.join(root, "nvidia", "**", "libcublasLt.so*"), recursive=True):
-            return ctypes.CDLL(path)
+    site_packages = os.path.dirname(os.path.dirname(torch.__file__))
+    for path in glob.glob(os.path.join(site_packages, "nvidia", "**", "libcublasLt.so*"), recursive=True):
+        return ctypes.CDLL(path)
     raise OSError("libcublasLt not found (looked for " + ", ".join(names) + " and under site-packages/nvidia)")
 
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from ..models.dual_encoder import DualEncoder
 from ..nn import Block
-from .fast import COMPILE_SCOPES, FP8_RECIPES, MLP_KERNELS, ContrastiveStep, FastConfig, clip_config, synthetic_batch, time_steps
+from .fast import (COMPILE_SCOPES, FP8_RECIPES, MLP_KERNELS, ContrastiveStep, FastConfig, clip_config,
+                   synthetic_batch, time_steps)
 
 STRATEGIES = ("ddp", "fsdp", "none")
 
@@ -211,7 +212,8 @@ def check(args: argparse.Namespace, rank: int, device: torch.device) -> None:
 def parser() -> argparse.ArgumentParser:
     """Command-line options of the torchrun entry."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="ViT-B-16", help="ViT-B-16 | ViT-B-32 | ViT-L-14 | tiny (open_clip dimensions)")
+    p.add_argument("--model", default="ViT-B-16",
+                   help="ViT-B-16 | ViT-B-32 | ViT-L-14 | tiny (open_clip dimensions)")
     p.add_argument("--strategy", default="ddp", choices=STRATEGIES)
     p.add_argument("--batch-size", type=int, default=256, help="samples per rank and step")
     p.add_argument("--accum", type=int, default=1, help="micro-batches per step (lowers activation memory)")

@@ -189,7 +189,9 @@ def float8_blocks(blocks: list[nn.Module], recipe: str) -> int:
     except ImportError as err:
         raise ImportError(f"fp8={recipe!r} needs torchao (pip install 'sensorium[fp8]'): {err}") from err
     config = Float8LinearConfig.from_recipe_name(recipe)
-    fits = lambda m, _name: isinstance(m, nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0  # noqa: E731
+    def fits(m: nn.Module, _name: str) -> bool:
+        return isinstance(m, nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0
+
     before = sum(type(m).__name__ == "Float8Linear" for b in blocks for m in b.modules())
     for block in blocks:
         convert_to_float8_training(block, module_filter_fn=fits, config=config)
