@@ -7,6 +7,8 @@
   all layers), with activation checkpointing and a bf16 residual stream under autocast; or compiles the
   whole module.
 - `epilogue_mlp`: a block's GELU MLP with the GELU in cuBLASLt GEMM epilogues (nn/fused_mlp.py).
+- `packed_attention`: a block's self-attention on FlashAttention-4 kernels straight from the packed QKV
+  projection (nn/flash_qkv.py).
 - `float8_blocks`: float8 matmuls in the blocks' linears (torchao), fewer bytes of activations saved.
 - `ContrastiveStep`: forward under bf16 autocast, contrastive loss in float32 (gathered across ranks),
   backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
@@ -76,7 +78,9 @@ def clip_config(name: str) -> DualEncoderConfig:
 
 COMPILE_SCOPES = ("none", "blocks", "model", "step")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
-ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+# SDPA backends, plus "fa4": the blocks' self-attention on FlashAttention-4 kernels from the packed QKV projection
+# (nn/flash_qkv.py; the optional flash-attn-4 package), every other attention on SDPA's own choice
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math", "fa4")
 # the blocks' GELU MLPs: "inductor" (PyTorch ops, fused by torch.compile) | "cublaslt" (GELU and its gradient in
 # cuBLASLt GEMM epilogues, nn/fused_mlp.py; tanh-GELU)
 MLP_KERNELS = ("inductor", "cublaslt")
@@ -95,8 +99,10 @@ class FastConfig:
     # torch.compile mode: default | max-autotune-no-cudagraphs (Triton GEMM templates tried against cuBLAS)
     # | reduce-overhead (CUDA graphs) | max-autotune (both)
     compile_mode: str = "default"
-    # SDPA backend: auto (PyTorch's choice) | flash | cudnn | efficient | math. Compiled graphs fix the backend when
-    # traced, and Inductor's FX graph cache key may not include it: disable the cache when comparing backends
+    # SDPA backend: auto (PyTorch's choice) | flash | cudnn | efficient | math, or fa4 (ATTENTION_BACKENDS). Compiled
+    # graphs fix the backend when traced, and Inductor's FX graph cache key may not include it: disable the cache
+    # when comparing backends. fa4 launches cost ~0.3 ms of host time each: pair it with compile_mode
+    # "reduce-overhead" (CUDA graphs), without which the step was slower on an H100 (docs/performance.md)
     attention: str = "auto"
     checkpoint: bool = False  # activation checkpointing of every transformer Block
     # float8 matmuls in the transformer blocks' linears (torchao, an optional extra: pip install torchao):
@@ -158,6 +164,9 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     if cfg.mlp_kernel == "cublaslt":
         for block in blocks:
             epilogue_mlp(block.mlp)
+    if cfg.attention == "fa4":
+        for block in blocks:
+            packed_attention(block.attn)
     if cfg.checkpoint or cfg.compile == "blocks" or (cfg.autocast_residual and cfg.bf16):
         for block in blocks:
             _patch_block(block, run, cfg.checkpoint, cfg.autocast_residual and cfg.bf16)
@@ -175,6 +184,27 @@ def epilogue_mlp(mlp: nn.Module) -> bool:
             mlp.act not in (ACTIVATIONS["gelu"], ACTIVATIONS["gelu_tanh"]):
         return False
     mlp.forward = lambda x, groups=None: gelu_mlp(x, mlp.fc1, mlp.fc2)
+    return True
+
+
+def packed_attention(attn: nn.Module) -> bool:
+    """Route a fused-QKV self-attention through `flash_attention_qkv` (FlashAttention-4 kernels on the packed
+    projection) when it is called without a mask, RoPE, KV cache or context; grouped-query attention and
+    separate projections are left as they are. Returns whether `attn` was patched."""
+    from ..nn import Attention
+    from ..nn.flash_qkv import flash_attention_qkv
+
+    if not isinstance(attn, Attention) or not attn.fused_qkv or attn.n_kv_heads != attn.n_heads:
+        return False
+    original = attn.forward
+
+    def forward(x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, rope=None,
+                cache=None, layer: int = 0, context=None) -> torch.Tensor:
+        if mask is not None or rope is not None or cache is not None or context is not None:
+            return original(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer, context=context)
+        return attn.out(flash_attention_qkv(attn.qkv(x), attn.n_heads, causal=is_causal))
+
+    attn.forward = forward
     return True
 
 
@@ -211,7 +241,7 @@ def attention_backend(name: str):
     It must be active when a compiled graph is traced, since the backend is fixed then."""
     if name not in ATTENTION_BACKENDS:
         raise ValueError(f"attention={name!r}; expected one of {', '.join(ATTENTION_BACKENDS)}")
-    if name == "auto":
+    if name in ("auto", "fa4"):
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -282,6 +312,13 @@ class ContrastiveStep:
         self.module = accelerate(self.wrapped, cfg)
         self.loss = LOSSES[cfg.loss](local_loss=cfg.local_loss)
         attention_backend(cfg.attention)  # validate now, not at the first step
+        device = next(model.parameters()).device
+        if cfg.attention == "fa4" and device.type == "cuda":
+            from ..nn.flash_qkv import fa4_available
+
+            if not fa4_available(device):
+                raise RuntimeError(f"attention='fa4' needs the flash-attn-4 package and a compute capability 9.x or "
+                                   f"10.x GPU ({torch.cuda.get_device_name(device)}); pip install 'sensorium[fa4]'")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
         if cfg.compile == "step":
