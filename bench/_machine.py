@@ -13,8 +13,25 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+OPTIONAL = ("torchao", "flash-attn-4", "nvidia-cutlass-dsl", "open_clip_torch", "triton")
+
+
+def optional_packages() -> dict[str, str | None]:
+    """Versions of the optional packages that change which kernels run (None where not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in OPTIONAL:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def machine() -> dict[str, Any]:
-    """Platform, CPU model and count, Python/torch/numpy/Pillow versions, and the git commit measured."""
+    """Platform, CPU model and count, Python/torch/numpy/Pillow versions, optional kernel packages, and the
+    git commit measured."""
     import numpy
     import PIL
     import torch
@@ -36,6 +53,7 @@ def machine() -> dict[str, Any]:
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
             "pillow": PIL.__version__, "torch_threads": torch.get_num_threads(), "commit": commit,
+            "optional_packages": optional_packages(),
             # the cores may be shared: a load average near the core count means other work competed with the bench
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
 

@@ -39,6 +39,10 @@ H100_BF16_DENSE = 989e12
 VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<variant>+shards" feeds it from shards
     "eager": {"compile": "none"}, "compile": {"compile": "blocks"}, "compile-model": {"compile": "model"},
     "compile-model+epilogue-mlp": {"compile": "model", "mlp_kernel": "cublaslt"},
+    "compile-model+epilogue-mlp+cudagraphs": {"compile": "model", "mlp_kernel": "cublaslt",
+                                              "compile_mode": "reduce-overhead"},
+    "compile-model+epilogue-mlp+fa4+cudagraphs": {"compile": "model", "mlp_kernel": "cublaslt", "attention": "fa4",
+                                                  "compile_mode": "reduce-overhead"},
     "compile+checkpoint": {"compile": "blocks", "checkpoint": True}}
 SHARDS = "+shards"
 
@@ -73,7 +77,9 @@ def plan(models: list[str], shards: bool = False) -> list[Row]:
     rows += [Row("train", "open_clip", m, "compile", 70) for m in rest]
     rows += [Row("embed", "sensorium", first, "compile", 40), Row("embed", "open_clip", first, "compile", 50),
              Row("train", "sensorium", first, "compile+checkpoint", 40),
-             Row("train", "sensorium", first, "compile-model+epilogue-mlp", 75)]
+             Row("train", "sensorium", first, "compile-model+epilogue-mlp", 75),
+             Row("train", "sensorium", first, "compile-model+epilogue-mlp+cudagraphs", 75),
+             Row("train", "sensorium", first, "compile-model+epilogue-mlp+fa4+cudagraphs", 75)]
     if shards:  # real data right after the synthetic row it is compared with
         at = next(i for i, r in enumerate(rows) if r.variant == "compile-model") + 1
         rows.insert(at, Row("train", "sensorium", first, "compile-model" + SHARDS, 90))
