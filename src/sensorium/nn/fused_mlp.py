@@ -91,6 +91,16 @@ class _CublasLt:
                     "cublasLtMatrixLayoutCreate")
         return layout
 
+    def workspace(self, device: torch.device) -> torch.Tensor:
+        """The device's cuBLASLt workspace, allocated on first use. Allocate it before any CUDA-graph capture
+        (`reserve_workspace`): allocated during cudagraph trees' warm-up, it would sit in the graph's private
+        memory pool, which torch.compile rejects ("tensor(s) in the cudagraph pool not tracked as outputs")."""
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        if index not in self.workspaces:
+            self.workspaces[index] = torch.empty(_WORKSPACE_BYTES, dtype=torch.uint8, device=f"cuda:{index}")
+        return self.workspaces[index]
+
     def _plan(self, key: tuple, m: int, n: int, k: int, trans_a: int, lda: int, ldb: int, epilogue: int) -> tuple:
         """Descriptor, layouts and the heuristic's best algorithm for D[m, n] (column-major, ld m) =
         op(A) op(B) with this epilogue; cached by shape."""
@@ -132,9 +142,7 @@ class _CublasLt:
         if bias is not None:
             self._set(desc, _BIAS_POINTER, ctypes.c_void_p(bias.data_ptr()))
         self._set(desc, _AUX_POINTER, ctypes.c_void_p(aux.data_ptr()))
-        ws = self.workspaces.get(a.device.index)
-        if ws is None:
-            ws = self.workspaces[a.device.index] = torch.empty(_WORKSPACE_BYTES, dtype=torch.uint8, device=a.device)
+        ws = self.workspace(a.device)
         alpha, beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
         stream = ctypes.c_void_p(torch.cuda.current_stream(a.device).cuda_stream)
         self._check(self.lib.cublasLtMatmul(
@@ -147,6 +155,14 @@ class _CublasLt:
 @lru_cache(maxsize=1)
 def _cublaslt() -> _CublasLt:
     return _CublasLt()
+
+
+def reserve_workspace(device: torch.device | str) -> None:
+    """Allocate the cuBLASLt workspace on a CUDA `device` now, outside any CUDA-graph memory pool (a no-op
+    elsewhere). `epilogue_mlp` calls it for modules already on the GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        _cublaslt().workspace(device)
 
 
 def _usable(*tensors: torch.Tensor) -> bool:

@@ -79,8 +79,9 @@ def clip_config(name: str) -> DualEncoderConfig:
 COMPILE_SCOPES = ("none", "blocks", "model", "step")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 # SDPA backends, plus "fa4": the blocks' self-attention on FlashAttention-4 kernels from the packed QKV projection
-# (nn/flash_qkv.py; the optional flash-attn-4 package), every other attention on SDPA's own choice
-ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math", "fa4")
+# (nn/flash_qkv.py; the optional flash-attn-4 package), and "cudnn+fa4": cuDNN's forward kernel with FA4's backward
+# there; every other attention on SDPA's own choice
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math", "fa4", "cudnn+fa4")
 # the blocks' GELU MLPs: "inductor" (PyTorch ops, fused by torch.compile) | "cublaslt" (GELU and its gradient in
 # cuBLASLt GEMM epilogues, nn/fused_mlp.py; tanh-GELU)
 MLP_KERNELS = ("inductor", "cublaslt")
@@ -164,9 +165,9 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     if cfg.mlp_kernel == "cublaslt":
         for block in blocks:
             epilogue_mlp(block.mlp)
-    if cfg.attention == "fa4":
+    if cfg.attention in ("fa4", "cudnn+fa4"):
         for block in blocks:
-            packed_attention(block.attn)
+            packed_attention(block.attn, "cudnn" if cfg.attention == "cudnn+fa4" else "fa4")
     if cfg.checkpoint or cfg.compile == "blocks" or (cfg.autocast_residual and cfg.bf16):
         for block in blocks:
             _patch_block(block, run, cfg.checkpoint, cfg.autocast_residual and cfg.bf16)
@@ -177,20 +178,23 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
 
 def epilogue_mlp(mlp: nn.Module) -> bool:
     """Route a GELU MLP with biases through `gelu_mlp` (GELU in cuBLASLt GEMM epilogues); other MLPs (SwiGLU,
-    experts, no bias) are left as they are. Returns whether `mlp` was patched."""
-    from ..nn.fused_mlp import gelu_mlp
+    experts, no bias) are left as they are. Returns whether `mlp` was patched. A module already on the GPU gets
+    its cuBLASLt workspace now, so patch after moving the model when the step runs in CUDA graphs."""
+    from ..nn.fused_mlp import gelu_mlp, reserve_workspace
 
     if not isinstance(mlp, MLP) or mlp.gated or mlp.fc1.bias is None or mlp.fc2.bias is None or \
             mlp.act not in (ACTIVATIONS["gelu"], ACTIVATIONS["gelu_tanh"]):
         return False
+    reserve_workspace(mlp.fc1.weight.device)  # now, not inside a CUDA-graph warm-up (see _CublasLt.workspace)
     mlp.forward = lambda x, groups=None: gelu_mlp(x, mlp.fc1, mlp.fc2)
     return True
 
 
-def packed_attention(attn: nn.Module) -> bool:
+def packed_attention(attn: nn.Module, forward_kernel: str = "fa4") -> bool:
     """Route a fused-QKV self-attention through `flash_attention_qkv` (FlashAttention-4 kernels on the packed
-    projection) when it is called without a mask, RoPE, KV cache or context; grouped-query attention and
-    separate projections are left as they are. Returns whether `attn` was patched."""
+    projection; `forward_kernel`: fa4 or cudnn) when it is called without a mask, RoPE, KV cache or
+    context; grouped-query attention and separate projections are left as they are. Returns whether `attn` was
+    patched."""
     from ..nn import Attention
     from ..nn.flash_qkv import flash_attention_qkv
 
@@ -202,7 +206,8 @@ def packed_attention(attn: nn.Module) -> bool:
                 cache=None, layer: int = 0, context=None) -> torch.Tensor:
         if mask is not None or rope is not None or cache is not None or context is not None:
             return original(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer, context=context)
-        return attn.out(flash_attention_qkv(attn.qkv(x), attn.n_heads, causal=is_causal))
+        return attn.out(flash_attention_qkv(attn.qkv(x), attn.n_heads, causal=is_causal,
+                                            forward=forward_kernel))
 
     attn.forward = forward
     return True
@@ -241,7 +246,7 @@ def attention_backend(name: str):
     It must be active when a compiled graph is traced, since the backend is fixed then."""
     if name not in ATTENTION_BACKENDS:
         raise ValueError(f"attention={name!r}; expected one of {', '.join(ATTENTION_BACKENDS)}")
-    if name in ("auto", "fa4"):
+    if name in ("auto", "fa4", "cudnn+fa4"):
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -313,11 +318,11 @@ class ContrastiveStep:
         self.loss = LOSSES[cfg.loss](local_loss=cfg.local_loss)
         attention_backend(cfg.attention)  # validate now, not at the first step
         device = next(model.parameters()).device
-        if cfg.attention == "fa4" and device.type == "cuda":
+        if cfg.attention in ("fa4", "cudnn+fa4") and device.type == "cuda":
             from ..nn.flash_qkv import fa4_available
 
             if not fa4_available(device):
-                raise RuntimeError(f"attention='fa4' needs the flash-attn-4 package and a compute capability 9.x or "
+                raise RuntimeError(f"attention={cfg.attention!r} needs the flash-attn-4 package and a compute capability 9.x or "
                                    f"10.x GPU ({torch.cuda.get_device_name(device)}); pip install 'sensorium[fa4]'")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
