@@ -171,7 +171,7 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
     doc = _bench("--out", str(tmp_path), "--world-shards", "48")
     assert doc["status"] == "done" and doc["device"]["type"] == "cpu"
     rows = {r["name"]: r for r in doc["rows"]}
-    assert len(rows) == 14  # including the epilogue-MLP and FA4 rows (PyTorch math on CPU)
+    assert len(rows) == 15  # including the epilogue-MLP and FA4 rows (PyTorch math on CPU)
     for name, row in rows.items():
         assert row["status"] in ("ok", "skipped"), (name, row.get("error"), row.get("traceback"))
         if row["impl"] == "sensorium":

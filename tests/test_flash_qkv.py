@@ -37,6 +37,8 @@ def test_packed_attention_equals_sdpa_with_its_gradient(causal):
     torch.testing.assert_close(dqkv_c, ref_dqkv, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"3\*H\*D"):
         flash_attention_qkv(torch.randn(2, 9, 20), 4)
+    with pytest.raises(ValueError, match="forward='flash'"):
+        flash_attention_qkv(qkv, 4, forward="flash")
 
 
 def test_patch_takes_fused_self_attention_only_and_the_step_trains():
@@ -50,26 +52,28 @@ def test_patch_takes_fused_self_attention_only_and_the_step_trains():
         torch.testing.assert_close(fused(x, **kwargs), reference(x, **kwargs), rtol=1e-5, atol=1e-5)
 
     losses = {}
-    for attention in ("auto", "fa4"):
+    for attention in ("auto", "fa4", "cudnn+fa4"):
         torch.manual_seed(0)
         model = DualEncoder(clip_config("tiny"))
         step = ContrastiveStep(model, FastConfig(bf16=False, attention=attention))
         pixels, ids = synthetic_batch(model.cfg, 8, "cpu")
         losses[attention] = [step(pixels, ids).item() for _ in range(3)]
     assert losses["fa4"] == pytest.approx(losses["auto"], rel=1e-5)
+    assert losses["cudnn+fa4"] == pytest.approx(losses["auto"], rel=1e-5)
     assert losses["fa4"][2] < losses["fa4"][0]
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not fa4_available(), reason="needs flash-attn-4 and a compute capability 9.x/10.x GPU")
 @pytest.mark.parametrize("causal", [False, True])
-def test_cuda_fa4_kernels_match_cudnn_sdpa_in_bf16(causal):
-    """The FlashAttention-4 kernels (dq, dk, dv written into one packed buffer) give cuDNN SDPA's output and
-    gradient to bf16 accuracy: relative error of each <= 1% on fresh random inputs."""
+@pytest.mark.parametrize("forward", ["fa4", "cudnn"])
+def test_cuda_fa4_kernels_match_cudnn_sdpa_in_bf16(causal, forward):
+    """The FlashAttention-4 backward (dq, dk, dv written into one packed buffer), after FA4's forward or cuDNN's,
+    gives cuDNN SDPA's output and gradient to bf16 accuracy: relative error of each <= 1%."""
     torch.manual_seed(0)
     qkv = torch.randn(16, 197, 3 * 12 * 64, device="cuda", dtype=torch.bfloat16)
     grad = torch.randn(16, 197, 12 * 64, device="cuda", dtype=torch.bfloat16)
-    out, dqkv = _out_and_grad(flash_attention_qkv, qkv, grad, 12, causal)
+    out, dqkv = _out_and_grad(lambda x, h, c: flash_attention_qkv(x, h, c, forward), qkv, grad, 12, causal)
     ref_out, ref_dqkv = _out_and_grad(_sdpa, qkv, grad, 12, causal)
     rel = lambda a, b: ((a.float() - b.float()).norm() / b.float().norm()).item()  # noqa: E731
     assert rel(out, ref_out) <= 1e-2 and rel(dqkv, ref_dqkv) <= 1e-2

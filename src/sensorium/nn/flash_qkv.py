@@ -59,9 +59,15 @@ def _scores(q: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
     return s
 
 
+FORWARD_KERNELS = ("fa4", "cudnn")
+
+
 @torch.library.custom_op("sensorium::flash_qkv_fwd", mutates_args=())
-def flash_qkv_fwd(qkv: torch.Tensor, n_heads: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out [B, T, H·D], logsumexp [B, H, T] float32) of softmax(q k^T / sqrt(D)) v for qkv [B, T, 3·H·D]."""
+def flash_qkv_fwd(qkv: torch.Tensor, n_heads: int, causal: bool, forward: str = "fa4"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out [B, T, H·D], logsumexp [B, H, T] float32) of softmax(q k^T / sqrt(D)) v for qkv [B, T, 3·H·D], by
+    the FA4 forward kernel or by cuDNN's (`forward="cudnn"`, faster at a few hundred tokens on an H100); either
+    feeds the FA4 backward."""
     q, k, v = _heads(qkv, n_heads)
     b, t, h, d = q.shape
     if not _usable(qkv):
@@ -69,12 +75,16 @@ def flash_qkv_fwd(qkv: torch.Tensor, n_heads: int, causal: bool) -> tuple[torch.
         lse = s.logsumexp(-1)
         out = torch.einsum("bhts,bshd->bthd", (s - lse[..., None]).exp(), v.float())
         return out.to(qkv.dtype).reshape(b, t, h * d), lse
+    if forward == "cudnn":  # [B, H, T, D] views; cuDNN lays its output out like q: [B, T, H, D] in memory
+        o, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, True, 0.0, causal, False)[:2]
+        return o.transpose(1, 2).reshape(b, t, h * d), lse.reshape(b, h, t).contiguous()
     out, lse = _fa4()._flash_attn_fwd(q, k, v, causal=causal, return_lse=True)[:2]
     return out.view(b, t, h * d), lse
 
 
 @flash_qkv_fwd.register_fake
-def _(qkv: torch.Tensor, n_heads: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _(qkv: torch.Tensor, n_heads: int, causal: bool, forward: str = "fa4") -> tuple[torch.Tensor, torch.Tensor]:
     b, t, width = qkv.shape
     return qkv.new_empty(b, t, width // 3), qkv.new_empty(b, n_heads, t, dtype=torch.float32)
 
@@ -108,7 +118,7 @@ def _(grad: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tenso
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    qkv, n_heads, causal = inputs
+    qkv, n_heads, causal, _forward = inputs
     out, lse = output
     ctx.save_for_backward(qkv, out, lse)
     ctx.n_heads, ctx.causal = n_heads, causal
@@ -117,15 +127,19 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_out: torch.Tensor, _grad_lse: torch.Tensor | None):
     qkv, out, lse = ctx.saved_tensors
-    return flash_qkv_bwd(grad_out, qkv, out, lse, ctx.n_heads, ctx.causal), None, None
+    return flash_qkv_bwd(grad_out, qkv, out, lse, ctx.n_heads, ctx.causal), None, None, None
 
 
 torch.library.register_autograd("sensorium::flash_qkv_fwd", _backward, setup_context=_setup_context)
 
 
-def flash_attention_qkv(qkv: torch.Tensor, n_heads: int, causal: bool = False) -> torch.Tensor:
+def flash_attention_qkv(qkv: torch.Tensor, n_heads: int, causal: bool = False, forward: str = "fa4"
+                        ) -> torch.Tensor:
     """Multi-head self-attention of a packed projection qkv [B, T, 3·H·D] (q, k, v blocks, heads within each)
-    -> [B, T, H·D], ready for the output projection."""
+    -> [B, T, H·D], ready for the output projection; `forward` picks the forward kernel (FORWARD_KERNELS), the
+    backward is FA4's."""
     if qkv.dim() != 3 or qkv.shape[-1] % (3 * n_heads):
         raise ValueError(f"qkv must be [B, T, 3*H*D] with H={n_heads}; got {tuple(qkv.shape)}")
-    return flash_qkv_fwd(qkv, n_heads, causal)[0]
+    if forward not in FORWARD_KERNELS:
+        raise ValueError(f"forward={forward!r}; expected one of {', '.join(FORWARD_KERNELS)}")
+    return flash_qkv_fwd(qkv, n_heads, causal, forward)[0]
