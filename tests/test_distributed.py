@@ -168,11 +168,13 @@ def test_ranks_time_the_same_number_of_steps(tmp_path):
     assert steps[0] == steps[1] and 3 <= steps[0] <= 15, steps
 
 
-@pytest.mark.parametrize("option", [("--fp8", "tensorwise"), ("--mlp-kernel", "cublaslt")])
+@pytest.mark.parametrize("option", [("--fp8", "tensorwise"), ("--mlp-kernel", "cublaslt"),
+                                    ("--attention", "cudnn+fa4")])
 def test_block_kernels_train_under_fsdp2_and_ddp(tmp_path, option):
     """--fp8 converts the blocks before DDP/FSDP2 wraps them (FSDP2 shards Float8Linear's weights; converting
-    afterwards mixes plain tensors with DTensors), and the epilogue MLP's autograd function sees FSDP2's
-    unsharded weights: both strategies train and agree (float8 emulated, epilogue ops as PyTorch math on CPU)."""
+    afterwards mixes plain tensors with DTensors), and the epilogue MLP's and packed attention's custom ops see
+    FSDP2's unsharded weights: both strategies train and agree (float8 emulated, custom ops as PyTorch math on
+    CPU)."""
     if option[0] == "--fp8":
         pytest.importorskip("torchao.float8")
     losses = {}

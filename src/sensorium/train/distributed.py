@@ -26,8 +26,8 @@ from torch import nn
 
 from ..models.dual_encoder import DualEncoder
 from ..nn import Block
-from .fast import (COMPILE_SCOPES, FP8_RECIPES, MLP_KERNELS, ContrastiveStep, FastConfig, clip_config,
-                   synthetic_batch, time_steps)
+from .fast import (ATTENTION_BACKENDS, COMPILE_MODES, COMPILE_SCOPES, FP8_RECIPES, MLP_KERNELS, ContrastiveStep,
+                   FastConfig, clip_config, synthetic_batch, time_steps)
 
 STRATEGIES = ("ddp", "fsdp", "none")
 
@@ -145,7 +145,8 @@ def compare(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) 
 def _fast_config(args: argparse.Namespace) -> FastConfig:
     return FastConfig(compile=args.compile, compile_backend=args.compile_backend, checkpoint=args.checkpoint,
                       local_loss=args.local_loss, loss=args.loss, bf16=not args.no_bf16, accum=args.accum,
-                      fp8=args.fp8, mlp_kernel=args.mlp_kernel)
+                      fp8=args.fp8, mlp_kernel=args.mlp_kernel, attention=args.attention,
+                      compile_mode=args.compile_mode)
 
 
 def throughput(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> dict[str, Any]:
@@ -175,7 +176,8 @@ def throughput(args: argparse.Namespace, rank: int, world: int, device: torch.de
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"model": args.model, "strategy": args.strategy, "world": world, "batch_per_rank": args.batch_size,
             "compile": args.compile, "checkpoint": args.checkpoint, "fp8": args.fp8,
-            "mlp_kernel": args.mlp_kernel, "local_loss": args.local_loss,
+            "mlp_kernel": args.mlp_kernel, "attention": args.attention, "compile_mode": args.compile_mode,
+            "local_loss": args.local_loss,
             "bf16": not args.no_bf16, "accum": args.accum, "samples_per_s": samples_s,
             "step_ms": 1000 * timing["step_s"], "steps_timed": timing["steps"], "warmup_s": timing["warmup_s"],
             "final_loss": loss, "peak_mem_gib_rank0": peak, "device": str(device),
@@ -219,6 +221,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accum", type=int, default=1, help="micro-batches per step (lowers activation memory)")
     p.add_argument("--compile", default="none", choices=COMPILE_SCOPES)
     p.add_argument("--compile-backend", default="inductor")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                   help="reduce-overhead: CUDA graphs (pair with --attention cudnn+fa4)")
+    p.add_argument("--attention", default="auto", choices=ATTENTION_BACKENDS,
+                   help="SDPA backend, or fa4 / cudnn+fa4: FlashAttention-4 on the packed QKV (flash-attn-4)")
     p.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
     p.add_argument("--fp8", default="off", choices=FP8_RECIPES, help="float8 matmuls in the blocks (torchao)")
     p.add_argument("--mlp-kernel", default="inductor", choices=MLP_KERNELS,

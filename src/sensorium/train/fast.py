@@ -100,10 +100,10 @@ class FastConfig:
     # torch.compile mode: default | max-autotune-no-cudagraphs (Triton GEMM templates tried against cuBLAS)
     # | reduce-overhead (CUDA graphs) | max-autotune (both)
     compile_mode: str = "default"
-    # SDPA backend: auto (PyTorch's choice) | flash | cudnn | efficient | math, or fa4 (ATTENTION_BACKENDS). Compiled
-    # graphs fix the backend when traced, and Inductor's FX graph cache key may not include it: disable the cache
-    # when comparing backends. fa4 launches cost ~0.3 ms of host time each: pair it with compile_mode
-    # "reduce-overhead" (CUDA graphs), without which the step was slower on an H100 (docs/performance.md)
+    # SDPA backend: auto (PyTorch's choice) | flash | cudnn | efficient | math, or FA4 on the packed projection: fa4
+    # | cudnn+fa4 (ATTENTION_BACKENDS). Compiled graphs fix the backend when traced, and Inductor's FX graph cache
+    # key may not include it: disable the cache when comparing backends. FA4 calls cost ~0.3 ms of host time each:
+    # pair them with compile_mode "reduce-overhead" (CUDA graphs), without which the step was slower on an H100
     attention: str = "auto"
     checkpoint: bool = False  # activation checkpointing of every transformer Block
     # float8 matmuls in the transformer blocks' linears (torchao, an optional extra: pip install torchao):
