@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import traceback
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
+from _timing import cuda_median_ms  # noqa: E402
 from sensorium.nn.flash_qkv import fa4_available, flash_attention_qkv, flash_qkv_bwd, flash_qkv_fwd  # noqa: E402
 
 # (name, batch, tokens, heads, head_dim, causal): ViT-B-16's vision and text towers at batch 256
@@ -47,21 +47,6 @@ def reference(qkv: torch.Tensor, grad: torch.Tensor, n_heads: int, causal: bool)
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-def time_ms(fn: Callable[[], Any], warmup: int, reps: int) -> float:
-    """Median milliseconds of fn() by CUDA events."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def kernel_ms(fn: Callable[[], Any], reps: int) -> tuple[float, dict[str, float]]:
@@ -120,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 qkv = torch.randn(b, t, 3 * h * d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                 grad = torch.randn(b, t, h * d, device="cuda", dtype=torch.bfloat16)
                 with torch.no_grad():
-                    row["fwd_ms"] = time_ms(lambda: fn(qkv, h, causal), args.warmup, args.reps)
-                row["fwd_bwd_ms"] = time_ms(lambda: torch.autograd.grad(fn(qkv, h, causal), qkv, grad),
-                                            args.warmup, args.reps)
+                    row["fwd_ms"] = cuda_median_ms(lambda: fn(qkv, h, causal), args.reps, args.warmup)
+                row["fwd_bwd_ms"] = cuda_median_ms(lambda: torch.autograd.grad(fn(qkv, h, causal), qkv, grad),
+                                                   args.reps, args.warmup)
                 row["fwd_bwd_kernel_ms"], row["kernels"] = kernel_ms(
                     lambda: torch.autograd.grad(fn(qkv, h, causal), qkv, grad), args.reps)
                 row["fwd_tflops"] = flops_fwd / row["fwd_ms"] / 1e9

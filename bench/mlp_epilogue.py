@@ -21,24 +21,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
+from _timing import cuda_median_ms  # noqa: E402
 from train_throughput import device_info  # noqa: E402
 
 SHAPES = {"ViT-B-16": (256 * 197, 768, 3072), "ViT-L-14": (128 * 257, 1024, 4096)}  # tokens, width, hidden
-
-
-def median_ms(fn, reps: int) -> float:
-    """Median milliseconds of `fn()` over `reps` calls, CUDA events, after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def measure(tokens: int, width: int, hidden: int, reps: int) -> dict[str, dict[str, float]]:
@@ -52,14 +38,14 @@ def measure(tokens: int, width: int, hidden: int, reps: int) -> dict[str, dict[s
     pre = torch.addmm(b1, x, w1.t())
     dact = dout @ w2
     ms = {
-        "fc1 GEMM + bias": median_ms(lambda: torch.addmm(b1, x, w1.t()), reps),
-        "GELU erf (separate kernel)": median_ms(lambda: F.gelu(pre), reps),
-        "GELU tanh (separate kernel)": median_ms(lambda: F.gelu(pre, approximate="tanh"), reps),
+        "fc1 GEMM + bias": cuda_median_ms(lambda: torch.addmm(b1, x, w1.t()), reps),
+        "GELU erf (separate kernel)": cuda_median_ms(lambda: F.gelu(pre), reps),
+        "GELU tanh (separate kernel)": cuda_median_ms(lambda: F.gelu(pre, approximate="tanh"), reps),
         "fc1 GEMM + bias + tanh-GELU epilogue (cuBLASLt)":
-            median_ms(lambda: torch._addmm_activation(b1, x, w1.t(), use_gelu=True), reps),
-        "fc2 input-gradient GEMM": median_ms(lambda: dout @ w2, reps),
-        "gelu_backward erf (separate kernel)": median_ms(lambda: torch.ops.aten.gelu_backward(dact, pre), reps),
-        "fc1 bias gradient (column sum)": median_ms(lambda: dact.sum(0), reps),
+            cuda_median_ms(lambda: torch._addmm_activation(b1, x, w1.t(), use_gelu=True), reps),
+        "fc2 input-gradient GEMM": cuda_median_ms(lambda: dout @ w2, reps),
+        "gelu_backward erf (separate kernel)": cuda_median_ms(lambda: torch.ops.aten.gelu_backward(dact, pre), reps),
+        "fc1 bias gradient (column sum)": cuda_median_ms(lambda: dact.sum(0), reps),
     }
     fused = torch._addmm_activation(b1, x, w1.t(), use_gelu=True).float()
     other = {"max |tanh-epilogue - erf GELU|": (fused - F.gelu(pre.float())).abs().max().item(),

@@ -322,8 +322,9 @@ class ContrastiveStep:
             from ..nn.flash_qkv import fa4_available
 
             if not fa4_available(device):
-                raise RuntimeError(f"attention={cfg.attention!r} needs the flash-attn-4 package and a compute capability 9.x or "
-                                   f"10.x GPU ({torch.cuda.get_device_name(device)}); pip install 'sensorium[fa4]'")
+                raise RuntimeError(f"attention={cfg.attention!r} needs the flash-attn-4 package and a compute "
+                                   f"capability 9.x or 10.x GPU ({torch.cuda.get_device_name(device)}); "
+                                   f"pip install 'sensorium[fa4]'")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
         if cfg.compile == "step":
