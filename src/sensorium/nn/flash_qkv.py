@@ -14,6 +14,7 @@ capture the step in CUDA graphs (FastConfig.compile_mode="reduce-overhead") or t
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from types import ModuleType
 
@@ -40,8 +41,15 @@ def fa4_available(device: torch.device | str | None = None) -> bool:
 
 
 def _usable(*tensors: torch.Tensor) -> bool:
-    return all(t.is_cuda and t.dtype in (torch.bfloat16, torch.float16) for t in tensors) and \
-        fa4_available(tensors[0].device)
+    """FA4 kernels for these tensors; on CUDA without them, warn (once) that the slow math path runs instead."""
+    if not all(t.is_cuda and t.dtype in (torch.bfloat16, torch.float16) for t in tensors):
+        return False
+    if fa4_available(tensors[0].device):
+        return True
+    warnings.warn("packed-QKV attention on CUDA without FlashAttention-4 kernels (pip install 'sensorium[fa4]'; "
+                  "compute capability 9.x/10.x): running PyTorch math, with [B, H, T, T] float32 scores",
+                  RuntimeWarning, stacklevel=3)
+    return False
 
 
 def _heads(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
