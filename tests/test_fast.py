@@ -35,6 +35,14 @@ def _losses(cfg: FastConfig, steps: int = 2) -> list[float]:
     return [step(pixels, ids).item() for _ in range(steps)]
 
 
+def _cuda_step(cfg, fast: FastConfig, batch: int):
+    """A DualEncoder built on CUDA from seed 0, its ContrastiveStep under `fast`, and a synthetic batch."""
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = DualEncoder(cfg)
+    return model, ContrastiveStep(model, fast), *synthetic_batch(cfg, batch, "cuda")
+
+
 def test_presets_have_open_clip_dimensions():
     cfg = clip_config("ViT-B-16")
     v, t = cfg.vision, cfg.text
@@ -227,11 +235,7 @@ def test_cuda_compiled_step_matches_eager_and_oom_gives_advice():
     cfg = clip_config("ViT-B-32")
     losses = {}
     for mode in ("none", "blocks"):
-        torch.manual_seed(0)
-        with torch.device("cuda"):
-            model = DualEncoder(cfg)
-        step = ContrastiveStep(model, FastConfig(compile=mode))
-        pixels, ids = synthetic_batch(cfg, 32, "cuda")
+        _model, step, pixels, ids = _cuda_step(cfg, FastConfig(compile=mode), 32)
         losses[mode] = [step(pixels, ids).item() for _ in range(3)]
     assert losses["blocks"] == pytest.approx(losses["none"], rel=5e-2)
     pixels, ids = synthetic_batch(cfg, 16384, "cuda")
@@ -294,11 +298,7 @@ def test_cuda_float8_gradients_follow_bf16():
     cfg = clip_config("ViT-B-32")
     losses, grads = {}, {}
     for fp8 in ("off", "tensorwise"):
-        torch.manual_seed(0)
-        with torch.device("cuda"):
-            model = DualEncoder(cfg)
-        step = ContrastiveStep(model, FastConfig(fp8=fp8))
-        pixels, ids = synthetic_batch(cfg, 64, "cuda")
+        model, step, pixels, ids = _cuda_step(cfg, FastConfig(fp8=fp8), 64)
         loss = step.forward_loss(pixels, ids)
         loss.backward()
         losses[fp8] = loss.item()
