@@ -112,6 +112,33 @@ def kernel_table(prof: torch.profiler.profile, steps: int) -> list[dict[str, Any
     return sorted(rows, key=lambda r: -r["us_per_step"])
 
 
+def gap_summary(prof: torch.profiler.profile, steps: int, top: int = 8) -> dict[str, Any]:
+    """Where the GPU sat idle within the profiled steps: device activity merged across streams, the gaps between
+    activities binned by length (count and ms per step), and the longest gaps with the kernels on either side
+    (host-bound stretches show up as a few long gaps; launch latency inside CUDA graphs as many short ones)."""
+    spans = []
+    for evt in prof.events():
+        annotation = getattr(evt, "is_user_annotation", False) or "#" in evt.name
+        if str(getattr(evt, "device_type", "")).endswith("CUDA") and not annotation:
+            spans.append((evt.time_range.start, evt.time_range.end, evt.name))
+    if not spans:
+        return {}
+    spans.sort()
+    gaps, end, last = [], spans[0][1], spans[0][2]
+    for start, stop, name in spans[1:]:
+        if start > end:
+            gaps.append((start - end, last, name))
+        if stop > end:
+            end, last = stop, name
+    bins = {"<5us": (0, 5), "5-20us": (5, 20), "20-100us": (20, 100), ">=100us": (100, float("inf"))}
+    return {"activities_per_step": len(spans) / steps,
+            "gaps_by_length": {label: {"count_per_step": sum(lo <= g[0] < hi for g in gaps) / steps,
+                                       "ms_per_step": sum(g[0] for g in gaps if lo <= g[0] < hi) / 1000 / steps}
+                               for label, (lo, hi) in bins.items()},
+            "longest_gaps": [{"us": round(g[0], 1), "after": g[1][:100], "before": g[2][:100]}
+                             for g in sorted(gaps, reverse=True)[:top]]}
+
+
 def profile_variant(name: str, cfg: FastConfig, inductor: dict[str, Any], model: dict[str, Any],
                     args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Time `cfg`'s step, then profile `--profile-steps` of it; kernel time by kind against the step's wall."""
@@ -163,7 +190,7 @@ def _profile_variant(name: str, cfg: FastConfig, overrides: dict[str, Any], args
         "profiled_step_ms": 1000 * wall, "gpu_busy_ms": busy_ms,
         "gpu_idle_fraction": max(0.0, 1 - busy_ms / (1000 * wall)) if busy_ms else None,
         "by_kind_ms": {k: v / 1000 for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
-        "top_kernels": kernels[: args.top]})
+        "top_kernels": kernels[: args.top], "idle": gap_summary(prof, args.profile_steps)})
     if device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
