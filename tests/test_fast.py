@@ -179,7 +179,7 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
     doc = _bench("--out", str(tmp_path), "--world-shards", "48")
     assert doc["status"] == "done" and doc["device"]["type"] == "cpu"
     rows = {r["name"]: r for r in doc["rows"]}
-    assert len(rows) == 15  # including the epilogue-MLP and FA4 rows (PyTorch math on CPU)
+    assert len(rows) == 16  # including the epilogue-MLP (cuBLASLt, quack) and FA4 rows (PyTorch math on CPU)
     for name, row in rows.items():
         assert row["status"] in ("ok", "skipped"), (name, row.get("error"), row.get("traceback"))
         if row["impl"] == "sensorium":
@@ -340,3 +340,31 @@ def test_profile_bench_tiny_records_each_variant(tmp_path):
     ok = doc["variants"][0]
     assert ok["samples_per_s"] > 0 and ok["flops_per_step"] > 0 and ok["config"]["compile"] == "model"
     assert doc["variants"][2]["model_overrides"] == {"fused_qkv": False}
+
+
+def test_profile_gap_summary_bins_idle_time_between_device_activities():
+    """The idle breakdown of bench/profile_step.py: activities merged across streams (an overlapped one leaves no
+    gap), gaps binned by length per step, and the longest named by the kernels around it."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("profile_step_bench", ROOT / "bench" / "profile_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def event(name, start, end, device="DeviceType.CUDA"):
+        return SimpleNamespace(name=name, device_type=device, time_range=SimpleNamespace(start=start, end=end))
+
+    events = [event("a", 0, 10), event("b", 5, 12), event("c", 14, 20), event("d", 150, 160),
+              event("host op", 20, 150, "DeviceType.CPU"), event("Optimizer.step#AdamW.step", 20, 150)]
+    summary = bench.gap_summary(SimpleNamespace(events=lambda: events), steps=2)
+    assert summary["activities_per_step"] == 2.0  # the CPU op and the annotation are not device activity
+    bins = summary["gaps_by_length"]
+    assert bins["<5us"] == {"count_per_step": 0.5, "ms_per_step": 0.001}  # 12 -> 14 (b overlapped a)
+    assert bins[">=100us"] == {"count_per_step": 0.5, "ms_per_step": 0.065}  # 20 -> 150
+    assert bins["5-20us"]["count_per_step"] == bins["20-100us"]["count_per_step"] == 0
+    assert summary["longest_gaps"][0] == {"us": 130, "after": "c", "before": "d"}
