@@ -45,6 +45,8 @@ VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<varia
                                                   "compile_mode": "reduce-overhead"},
     "compile-model+epilogue-mlp+cudnn-fa4+cudagraphs": {"compile": "model", "mlp_kernel": "cublaslt",
                                                         "attention": "cudnn+fa4", "compile_mode": "reduce-overhead"},
+    "compile-model+quack-mlp+cudnn-fa4+cudagraphs": {"compile": "model", "mlp_kernel": "quack",
+                                                     "attention": "cudnn+fa4", "compile_mode": "reduce-overhead"},
     "compile+checkpoint": {"compile": "blocks", "checkpoint": True}}
 SHARDS = "+shards"
 
@@ -82,7 +84,8 @@ def plan(models: list[str], shards: bool = False) -> list[Row]:
              Row("train", "sensorium", first, "compile-model+epilogue-mlp", 75),
              Row("train", "sensorium", first, "compile-model+epilogue-mlp+cudagraphs", 75),
              Row("train", "sensorium", first, "compile-model+epilogue-mlp+fa4+cudagraphs", 75),
-             Row("train", "sensorium", first, "compile-model+epilogue-mlp+cudnn-fa4+cudagraphs", 75)]
+             Row("train", "sensorium", first, "compile-model+epilogue-mlp+cudnn-fa4+cudagraphs", 75),
+             Row("train", "sensorium", first, "compile-model+quack-mlp+cudnn-fa4+cudagraphs", 75)]
     if shards:  # real data right after the synthetic row it is compared with
         at = next(i for i, r in enumerate(rows) if r.variant == "compile-model") + 1
         rows.insert(at, Row("train", "sensorium", first, "compile-model" + SHARDS, 90))

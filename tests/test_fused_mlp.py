@@ -1,5 +1,5 @@
-"""The GELU MLP with its activation in cuBLASLt GEMM epilogues (nn/fused_mlp.py): on CPU the same custom ops run
-as PyTorch math, which checks the autograd wiring; on a GPU the cuBLASLt kernels are checked against it."""
+"""The GELU MLP with its activation in cuBLASLt or quack GEMM epilogues (nn/fused_mlp.py): on CPU the same custom
+ops run as PyTorch math, which checks the autograd wiring; on a GPU the kernels are checked against it."""
 
 import copy
 import json
@@ -13,19 +13,24 @@ import torch
 
 from sensorium.models.dual_encoder import DualEncoder
 from sensorium.nn import MLP
-from sensorium.nn.fused_mlp import gelu_mlp
+from sensorium.nn.fused_mlp import gelu_mlp, quack_available
 from sensorium.train.fast import ContrastiveStep, FastConfig, clip_config, epilogue_mlp, synthetic_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _pair(dim: int = 64, hidden: int = 256, device: str = "cpu") -> tuple[MLP, MLP]:
+# (kernels, the MLP's activation): cuBLASLt computes tanh-GELU; quack the MLP's own GELU, erf or tanh
+CASES = [("cublaslt", "gelu_tanh"), ("quack", "gelu"), ("quack", "gelu_tanh")]
+
+
+def _pair(dim: int = 64, hidden: int = 256, device: str = "cpu", kernels: str = "cublaslt",
+          act: str = "gelu_tanh") -> tuple[MLP, MLP]:
     torch.manual_seed(0)
-    reference = MLP(dim, hidden, act="gelu_tanh").to(device)
+    reference = MLP(dim, hidden, act=act).to(device)
     for p in reference.parameters():  # non-zero biases, so that bias gradients are exercised
         torch.nn.init.normal_(p, std=0.2)
     fused = copy.deepcopy(reference)
-    assert epilogue_mlp(fused)
+    assert epilogue_mlp(fused, kernels)
     return reference, fused
 
 
@@ -36,10 +41,11 @@ def _grads(module: torch.nn.Module, x: torch.Tensor, run=None) -> tuple[torch.Te
     return y.detach(), {"x": x.grad, **{n: p.grad for n, p in module.named_parameters()}}
 
 
-def test_epilogue_mlp_equals_the_tanh_gelu_mlp_with_its_gradients():
-    """Output and every gradient (input, both weights, both biases) equal the plain MLP with tanh-GELU, eager
-    and traced by torch.compile (aot_eager), for a 3-D input."""
-    reference, fused = _pair()
+@pytest.mark.parametrize("kernels,act", CASES)
+def test_epilogue_mlp_equals_the_gelu_mlp_with_its_gradients(kernels, act):
+    """Output and every gradient (input, both weights, both biases) equal the plain MLP with the GELU the kernels
+    compute, eager and traced by torch.compile (aot_eager), for a 3-D input."""
+    reference, fused = _pair(kernels=kernels, act=act)
     x = torch.randn(2, 5, 64)
     y_ref, g_ref = _grads(reference, x)
     for run in (None, torch.compile(fused, backend="aot_eager")):
@@ -57,25 +63,35 @@ def test_epilogue_mlp_leaves_other_mlps_and_trains_the_dual_encoder():
     assert not epilogue_mlp(MLP(64, 128, act="gelu", bias=False))
     assert not epilogue_mlp(MLP(64, 128, act="silu"))
     losses = {}
-    for kernel in ("inductor", "cublaslt"):
+    for kernel in ("inductor", "cublaslt", "quack"):
         torch.manual_seed(0)
         model = DualEncoder(clip_config("tiny"))
         step = ContrastiveStep(model, FastConfig(bf16=False, mlp_kernel=kernel))
         pixels, ids = synthetic_batch(model.cfg, 8, "cpu")
         losses[kernel] = [step(pixels, ids).item() for _ in range(3)]
     assert losses["cublaslt"] == pytest.approx(losses["inductor"], rel=1e-3), losses
+    assert losses["quack"] == pytest.approx(losses["inductor"], rel=1e-5), losses  # erf GELU, as the model
     assert losses["cublaslt"][2] < losses["cublaslt"][0]
+    with pytest.raises(ValueError, match="tanh-GELU only"):
+        gelu_mlp(torch.randn(2, 64), torch.nn.Linear(64, 128), torch.nn.Linear(128, 64), "cublaslt", "none")
     with pytest.raises(ValueError, match="mlp_kernel='triton'"):
         ContrastiveStep(DualEncoder(clip_config("tiny")), FastConfig(mlp_kernel="triton"))
     with pytest.raises(ValueError, match="choose one"):
         ContrastiveStep(DualEncoder(clip_config("tiny")), FastConfig(mlp_kernel="cublaslt", fp8="tensorwise"))
 
 
+def _need(kernels: str) -> None:
+    if kernels == "quack" and not quack_available():
+        pytest.skip("quack-kernels is not installed (pip install 'sensorium[quack]') or the GPU is not sm90/sm100")
+
+
 @pytest.mark.gpu
-def test_cuda_cublaslt_epilogues_match_the_reference_in_bf16():
-    """On CUDA in bf16 the cuBLASLt epilogue kernels give the tanh-GELU MLP's output and gradients to bf16
-    accuracy (relative error of each tensor <= 2%), under autocast with float32 weights as in training."""
-    reference, fused = _pair(768, 3072, "cuda")
+@pytest.mark.parametrize("kernels,act", CASES)
+def test_cuda_epilogues_match_the_reference_in_bf16(kernels, act):
+    """On CUDA in bf16 the epilogue kernels give the MLP's output and gradients (with the GELU they compute) to
+    bf16 accuracy (relative error of each tensor <= 2%), under autocast with float32 weights as in training."""
+    _need(kernels)
+    reference, fused = _pair(768, 3072, "cuda", kernels, act)
     x = torch.randn(4, 197, 768, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         y_ref, g_ref = _grads(reference, x)
@@ -84,11 +100,13 @@ def test_cuda_cublaslt_epilogues_match_the_reference_in_bf16():
     rel = lambda a, b: ((a.float() - b.float()).norm() / b.float().norm()).item()  # noqa: E731
     errors = {"out": rel(y, y_ref), **{n: rel(g[n], g_ref[n]) for n in g_ref}}
     assert max(errors.values()) <= 0.02, errors
-    assert gelu_mlp(x.bfloat16(), fused.fc1.bfloat16(), fused.fc2.bfloat16()).dtype == torch.bfloat16
+    approximate = "none" if act == "gelu" else "tanh"
+    assert gelu_mlp(x.bfloat16(), fused.fc1.bfloat16(), fused.fc2.bfloat16(), kernels, approximate).dtype == \
+        torch.bfloat16
 
 
 _GRAPHS_FIRST = """
-import json, torch
+import json, sys, torch
 from sensorium.models.dual_encoder import DualEncoder
 from sensorium.train.fast import ContrastiveStep, FastConfig, clip_config, synthetic_batch
 losses = {}
@@ -97,7 +115,7 @@ for mode in ("reduce-overhead", "default"):  # graphs first: nothing has touched
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = DualEncoder(clip_config("tiny"))
-    step = ContrastiveStep(model, FastConfig(compile="model", mlp_kernel="cublaslt", compile_mode=mode))
+    step = ContrastiveStep(model, FastConfig(compile="model", mlp_kernel=sys.argv[1], compile_mode=mode))
     pixels, ids = synthetic_batch(model.cfg, 16, "cuda")
     losses[mode] = [step(pixels, ids).item() for _ in range(4)]
 print(json.dumps(losses))
@@ -105,12 +123,15 @@ print(json.dumps(losses))
 
 
 @pytest.mark.gpu
-def test_cuda_epilogue_mlp_under_cuda_graphs_follows_the_uncaptured_step():
-    """The cuBLASLt custom ops are captured into CUDA graphs (compile_mode="reduce-overhead") and replayed, in a
-    fresh process where the graphed step is the first to use them (its workspace must not land in the graph's
-    memory pool): the losses of four steps follow those of the same compiled step without graphs."""
+@pytest.mark.parametrize("kernels", ["cublaslt", "quack"])
+def test_cuda_epilogue_mlp_under_cuda_graphs_follows_the_uncaptured_step(kernels):
+    """The custom ops are captured into CUDA graphs (compile_mode="reduce-overhead") and replayed, in a fresh
+    process where the graphed step is the first to use them (cuBLASLt's workspace must not land in the graph's
+    memory pool; quack autotunes at its first call): the losses of four steps follow those of the same compiled
+    step without graphs."""
+    _need(kernels)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", _GRAPHS_FIRST], capture_output=True, text=True, env=env, timeout=600)
+    run = subprocess.run([sys.executable, "-c", _GRAPHS_FIRST, kernels], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     losses = json.loads(run.stdout.strip().splitlines()[-1])
     assert losses["reduce-overhead"] == pytest.approx(losses["default"], rel=2e-2)

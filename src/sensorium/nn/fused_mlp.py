@@ -8,6 +8,11 @@ of that. (DGELU_BGRAD, which would add the bias gradient to the epilogue, ran as
 H100.) PyTorch exposes these epilogues only in the forward, so they are called through ctypes and wrapped as
 custom ops that torch.compile treats as opaque kernels. cuBLASLt's GELU is the tanh approximation. On CPU, and
 for inputs cuBLASLt cannot take, the same ops run as PyTorch math with tanh-GELU.
+
+The same MLP also runs on quack's CuTe DSL GEMMs (`kernels="quack"`, the optional `quack-kernels` package, Hopper
+and Blackwell): fc1 with bias and GELU in its epilogue, fc2's input gradient with the GELU gradient and fc1's
+bias gradient (a column sum) in its epilogue. quack computes erf GELU as well as tanh, so that path computes the
+model's own GELU.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import warnings
 from functools import lru_cache
 
 import torch
@@ -217,12 +223,101 @@ def _(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor) -> tuple[torc
     return pre.new_empty(pre.shape), pre.new_empty(pre.shape[1:])
 
 
+@lru_cache(maxsize=None)
+def _quack_library():
+    """quack.epilogue.library (GEMM epilogue modules), or None when quack-kernels is not installed."""
+    try:
+        from quack.epilogue import library
+    except Exception:  # ImportError, or a CuTe DSL that fails to load its CUDA libraries
+        return None
+    return library
+
+
+def quack_available(device: torch.device | str | None = None) -> bool:
+    """Whether the quack GEMMs can run on `device` (default: the current CUDA device): quack-kernels installed and
+    an sm90/sm100-class GPU."""
+    if not torch.cuda.is_available() or _quack_library() is None:
+        return False
+    device = torch.device(device) if device is not None else torch.device("cuda")
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] in (9, 10)
+
+
+_QUACK_GELU = {"none": "gelu_erf", "tanh": "gelu_tanh_approx"}  # F.gelu's `approximate` -> quack activation
+
+
+def _quack_usable(*tensors: torch.Tensor) -> bool:
+    """quack path for these tensors; on CUDA without quack, warn (once) that PyTorch math runs instead."""
+    if not _usable(*tensors):
+        return False
+    if quack_available(tensors[0].device):
+        return True
+    warnings.warn("GELU MLP with kernels='quack' on CUDA without quack-kernels (pip install 'sensorium[quack]'; "
+                  "compute capability 9.x/10.x): running PyTorch math", RuntimeWarning, stacklevel=3)
+    return False
+
+
+@torch.library.custom_op("sensorium::quack_linear_gelu", mutates_args=())
+def quack_linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      approximate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gelu(x W^T + b), x W^T + b) for x [M, K], W [N, K], b [N], GELU erf (approximate="none") or tanh: one quack
+    GEMM with the bias, the GELU and the saved pre-activation in its epilogue on CUDA."""
+    if not _quack_usable(x, weight, bias):
+        pre = F.linear(x, weight, bias)
+        return F.gelu(pre, approximate=approximate), pre
+    mod = _quack_library().linear_act_mod(_QUACK_GELU[approximate], gated=False, has_c=False, has_rowvec=True,
+                                          has_colvec=False)
+    shape = (x.shape[0], weight.shape[0])
+    act, pre = x.new_empty(shape), x.new_empty(shape)
+    mod(x, weight.t(), None, out={"D": pre, "mAuxOut": act}, mRowVecBroadcast=bias)
+    return act, pre
+
+
+@quack_linear_gelu.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approximate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (x.shape[0], weight.shape[0])
+    return x.new_empty(shape), x.new_empty(shape)
+
+
+@torch.library.custom_op("sensorium::quack_matmul_dgelu", mutates_args=())
+def quack_matmul_dgelu(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor,
+                       approximate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d, d.sum(0)) with d = (grad @ W) * gelu'(pre), for grad [M, P], W [P, N], pre [M, N]: fc2's input gradient
+    GEMM with the GELU gradient and fc1's bias gradient (column sums) in one quack epilogue on CUDA."""
+    if not _quack_usable(grad, weight, pre):
+        d = torch.ops.aten.gelu_backward((grad @ weight).float(), pre.float(), approximate=approximate)
+        return d.to(grad.dtype), d.sum(0).to(grad.dtype)
+    d = torch.empty_like(pre)
+    # the bias gradient in the epilogue and quack's dynamic tile scheduler: in ViT-B-16 step profiles on an H100
+    # this took 9.05 ms a step against 9.26 with the static scheduler, and a GELU-gradient-only epilogue plus a
+    # separate column sum took 7.9-8.4 + 1.5 ms (docs/performance.md)
+    sums = _quack_library().dact_dbias_mod(_QUACK_GELU[approximate])(grad, weight, pre, out={"D": d},
+                                                                      dynamic_scheduler=True)["dwb"]
+    return d, sums.reshape(pre.shape[1]).to(grad.dtype)
+
+
+@quack_matmul_dgelu.register_fake
+def _(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor, approximate: str
+      ) -> tuple[torch.Tensor, torch.Tensor]:
+    return pre.new_empty(pre.shape), pre.new_empty(pre.shape[1:])
+
+
+# kernels -> (fc1 forward with GELU, fc2 input gradient with the GELU gradient), both (..., approximate)
+_KERNELS = {
+    "cublaslt": (lambda x, w, b, approximate: linear_gelu_aux(x, w, b),
+                 lambda grad, w, pre, approximate: matmul_dgelu(grad, w, pre)),
+    "quack": (quack_linear_gelu, quack_matmul_dgelu),
+}
+KERNELS = tuple(_KERNELS)
+
+
 class _GeluMLP(torch.autograd.Function):
-    """fc2(gelu_tanh(fc1 x)) on 2-D inputs of one dtype, with the epilogue ops above."""
+    """fc2(gelu(fc1 x)) on 2-D inputs of one dtype, with the epilogue ops of `kernels`."""
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2):
-        act, pre = linear_gelu_aux(x, w1, b1)
+    def forward(ctx, x, w1, b1, w2, b2, kernels, approximate):
+        fc1, ctx.dgrad = _KERNELS[kernels]
+        ctx.approximate = approximate
+        act, pre = fc1(x, w1, b1, approximate)
         ctx.save_for_backward(x, w1, w2, act, pre)
         return torch.addmm(b2, act, w2.t())
 
@@ -230,15 +325,22 @@ class _GeluMLP(torch.autograd.Function):
     def backward(ctx, grad):
         x, w1, w2, act, pre = ctx.saved_tensors
         grad = grad.contiguous()
-        d_pre, d_b1 = matmul_dgelu(grad, w2, pre)
-        return d_pre @ w1, d_pre.t() @ x, d_b1, grad.t() @ act, grad.sum(0)
+        d_pre, d_b1 = ctx.dgrad(grad, w2, pre, ctx.approximate)
+        return d_pre @ w1, d_pre.t() @ x, d_b1, grad.t() @ act, grad.sum(0), None, None
 
 
-def gelu_mlp(x: torch.Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> torch.Tensor:
-    """fc2(gelu_tanh(fc1 x)) for x [..., dim] with the GELU in GEMM epilogues; under autocast the inputs and
-    weights are cast to the autocast dtype first (as F.linear would be)."""
+def gelu_mlp(x: torch.Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear, kernels: str = "cublaslt",
+             approximate: str = "tanh") -> torch.Tensor:
+    """fc2(gelu(fc1 x)) for x [..., dim] with the GELU in GEMM epilogues of `kernels` (cublaslt: tanh-GELU only;
+    quack: `approximate` "none" (erf) or "tanh"); under autocast the inputs and weights are cast to the autocast
+    dtype first (as F.linear would be)."""
+    if kernels not in _KERNELS:
+        raise ValueError(f"kernels={kernels!r}; expected one of {', '.join(KERNELS)}")
+    if approximate not in _QUACK_GELU or (kernels == "cublaslt" and approximate != "tanh"):
+        raise ValueError(f"approximate={approximate!r} with kernels={kernels!r}: cublaslt computes tanh-GELU only, "
+                         f"quack 'none' (erf) or 'tanh'")
     dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
     with torch.autocast(x.device.type, enabled=False):
         cast = [t.to(dtype).contiguous() for t in (x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias, fc2.weight,
                                                    fc2.bias)]
-        return _GeluMLP.apply(*cast).view(*x.shape[:-1], fc2.out_features)
+        return _GeluMLP.apply(*cast, kernels, approximate).view(*x.shape[:-1], fc2.out_features)

@@ -6,7 +6,7 @@
   Block through one `torch.compile`d function (regional compilation: one graph per block shape, reused by
   all layers), with activation checkpointing and a bf16 residual stream under autocast; or compiles the
   whole module.
-- `epilogue_mlp`: a block's GELU MLP with the GELU in cuBLASLt GEMM epilogues (nn/fused_mlp.py).
+- `epilogue_mlp`: a block's GELU MLP with the GELU in cuBLASLt or quack GEMM epilogues (nn/fused_mlp.py).
 - `packed_attention`: a block's self-attention on FlashAttention-4 kernels straight from the packed QKV
   projection (nn/flash_qkv.py).
 - `float8_blocks`: float8 matmuls in the blocks' linears (torchao), fewer bytes of activations saved.
@@ -83,8 +83,9 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "ma
 # there; every other attention on SDPA's own choice
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math", "fa4", "cudnn+fa4")
 # the blocks' GELU MLPs: "inductor" (PyTorch ops, fused by torch.compile) | "cublaslt" (GELU and its gradient in
-# cuBLASLt GEMM epilogues, nn/fused_mlp.py; tanh-GELU)
-MLP_KERNELS = ("inductor", "cublaslt")
+# cuBLASLt GEMM epilogues, nn/fused_mlp.py; tanh-GELU) | "quack" (the same on quack's CuTe DSL GEMMs, the
+# optional quack-kernels package: the model's own GELU, erf or tanh, and fc1's bias gradient in the epilogue too)
+MLP_KERNELS = ("inductor", "cublaslt", "quack")
 # torchao float8 training recipes (Float8LinearRecipeName values); "off" keeps every matmul in bf16
 FP8_RECIPES = ("off", "tensorwise", "rowwise", "rowwise_with_gw_hp")
 
@@ -110,7 +111,8 @@ class FastConfig:
     # off | tensorwise | rowwise | rowwise_with_gw_hp. Changes the numerics; needs an H100-class GPU
     fp8: str = "off"
     # GELU MLP kernels (MLP_KERNELS). "cublaslt" computes GELU with the tanh approximation (the model's "gelu" is
-    # erf; they differ by less than bf16 rounding); +5% samples/s at ViT-B-16 on an H100 (docs/performance.md)
+    # erf; they differ by less than bf16 rounding); +5% samples/s at ViT-B-16 on an H100 (docs/performance.md).
+    # "quack" computes the model's GELU (erf or tanh) and needs quack-kernels and an sm90/sm100 GPU
     mlp_kernel: str = "inductor"
     # residual stream in the autocast dtype (bf16) rather than float32, as open_clip's vision tower has it
     # under autocast: half the bytes for every norm and residual add; norms still compute in float32
@@ -162,9 +164,9 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
         run = _block_forward
     if cfg.mlp_kernel not in MLP_KERNELS:
         raise ValueError(f"mlp_kernel={cfg.mlp_kernel!r}; expected one of {', '.join(MLP_KERNELS)}")
-    if cfg.mlp_kernel == "cublaslt":
+    if cfg.mlp_kernel != "inductor":
         for block in blocks:
-            epilogue_mlp(block.mlp)
+            epilogue_mlp(block.mlp, cfg.mlp_kernel)
     if cfg.attention in ("fa4", "cudnn+fa4"):
         for block in blocks:
             packed_attention(block.attn, "cudnn" if cfg.attention == "cudnn+fa4" else "fa4")
@@ -176,17 +178,22 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     return module
 
 
-def epilogue_mlp(mlp: nn.Module) -> bool:
-    """Route a GELU MLP with biases through `gelu_mlp` (GELU in cuBLASLt GEMM epilogues); other MLPs (SwiGLU,
-    experts, no bias) are left as they are. Returns whether `mlp` was patched. A module already on the GPU gets
-    its cuBLASLt workspace now, so patch after moving the model when the step runs in CUDA graphs."""
-    from ..nn.fused_mlp import gelu_mlp, reserve_workspace
+def epilogue_mlp(mlp: nn.Module, kernels: str = "cublaslt") -> bool:
+    """Route a GELU MLP with biases through `gelu_mlp` (GELU in the GEMM epilogues of `kernels`: cublaslt, always
+    tanh-GELU, or quack, the MLP's own GELU); other MLPs (SwiGLU, experts, no bias) are left as they are. Returns
+    whether `mlp` was patched. A module already on the GPU gets its cuBLASLt workspace now, so patch after moving
+    the model when the step runs in CUDA graphs."""
+    from ..nn.fused_mlp import KERNELS, gelu_mlp, reserve_workspace
 
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels={kernels!r}; expected one of {', '.join(KERNELS)}")
     if not isinstance(mlp, MLP) or mlp.gated or mlp.fc1.bias is None or mlp.fc2.bias is None or \
             mlp.act not in (ACTIVATIONS["gelu"], ACTIVATIONS["gelu_tanh"]):
         return False
-    reserve_workspace(mlp.fc1.weight.device)  # now, not inside a CUDA-graph warm-up (see _CublasLt.workspace)
-    mlp.forward = lambda x, groups=None: gelu_mlp(x, mlp.fc1, mlp.fc2)
+    approximate = "none" if kernels == "quack" and mlp.act is ACTIVATIONS["gelu"] else "tanh"
+    if kernels == "cublaslt":
+        reserve_workspace(mlp.fc1.weight.device)  # now, not inside a CUDA-graph warm-up (see _CublasLt.workspace)
+    mlp.forward = lambda x, groups=None: gelu_mlp(x, mlp.fc1, mlp.fc2, kernels, approximate)
     return True
 
 
@@ -325,6 +332,13 @@ class ContrastiveStep:
                 raise RuntimeError(f"attention={cfg.attention!r} needs the flash-attn-4 package and a compute "
                                    f"capability 9.x or 10.x GPU ({torch.cuda.get_device_name(device)}); "
                                    f"pip install 'sensorium[fa4]'")
+        if cfg.mlp_kernel == "quack" and device.type == "cuda":
+            from ..nn.fused_mlp import quack_available
+
+            if not quack_available(device):
+                raise RuntimeError(f"mlp_kernel='quack' needs the quack-kernels package and a compute capability "
+                                   f"9.x or 10.x GPU ({torch.cuda.get_device_name(device)}); "
+                                   f"pip install 'sensorium[quack]'")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
         if cfg.compile == "step":
