@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
-from _timing import cuda_median_ms  # noqa: E402
+from _timing import cuda_median_ms, kernel_ms  # noqa: E402
 from sensorium.nn.flash_qkv import fa4_available, flash_attention_qkv, flash_qkv_bwd, flash_qkv_fwd  # noqa: E402
 
 # (name, batch, tokens, heads, head_dim, causal): ViT-B-16's vision and text towers at batch 256
@@ -47,19 +47,6 @@ def reference(qkv: torch.Tensor, grad: torch.Tensor, n_heads: int, causal: bool)
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-def kernel_ms(fn: Callable[[], Any], reps: int) -> tuple[float, dict[str, float]]:
-    """GPU kernel time per call (ms) under torch.profiler, without the host's launch time, and per kernel."""
-    fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    kernels = {e.key[:100]: e.self_device_time_total / reps / 1000 for e in prof.key_averages()
-               if e.self_device_time_total > 0}
-    return sum(kernels.values()), kernels
 
 
 def variants() -> dict[str, Callable[[torch.Tensor, int, bool], torch.Tensor]]:
