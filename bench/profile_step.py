@@ -190,6 +190,7 @@ def _profile_variant(name: str, cfg: FastConfig, overrides: dict[str, Any], args
         "profiled_step_ms": 1000 * wall, "gpu_busy_ms": busy_ms,
         "gpu_idle_fraction": max(0.0, 1 - busy_ms / (1000 * wall)) if busy_ms else None,
         "by_kind_ms": {k: v / 1000 for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "calls_by_kind": {kind: sum(k["calls_per_step"] for k in kernels if k["kind"] == kind) for kind in by_kind},
         "top_kernels": kernels[: args.top], "idle": gap_summary(prof, args.profile_steps)})
     if device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -210,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=25, help="kernels listed per variant")
     p.add_argument("--peak-flops", type=float, default=H100_BF16_DENSE)
     p.add_argument("--graph-cache", action="store_true", help="keep Inductor's FX graph cache on")
+    p.add_argument("--blas", default="default", choices=("default", "cublas", "cublaslt"),
+                   help="torch.backends.cuda.preferred_blas_library for PyTorch's own matmuls")
     args = p.parse_args(argv)
     if not args.graph_cache:
         import torch._inductor.config as inductor_config
@@ -217,10 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         inductor_config.fx_graph_cache = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if args.blas != "default":
+        torch.backends.cuda.preferred_blas_library(args.blas)
     variants = [v.strip() for v in args.variants.split(";") if v.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"machine": machine(), "device": device_info(device), "torch": torch.__version__,
-                           "model": args.model, "batch_size": args.batch_size, "peak_flops": args.peak_flops,
+                           "model": args.model, "batch_size": args.batch_size, "peak_flops": args.peak_flops, "blas": args.blas,
                            "variants": []}
     for name in variants:
         try:
