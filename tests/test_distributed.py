@@ -168,7 +168,7 @@ def test_ranks_time_the_same_number_of_steps(tmp_path):
     assert steps[0] == steps[1] and 3 <= steps[0] <= 15, steps
 
 
-@pytest.mark.parametrize("option", [("--fp8", "tensorwise"), ("--mlp-kernel", "cublaslt"),
+@pytest.mark.parametrize("option", [("--fp8", "tensorwise"), ("--mlp-kernel", "cublaslt"), ("--mlp-kernel", "quack"),
                                     ("--attention", "cudnn+fa4")])
 def test_block_kernels_train_under_fsdp2_and_ddp(tmp_path, option):
     """--fp8 converts the blocks before DDP/FSDP2 wraps them (FSDP2 shards Float8Linear's weights; converting

@@ -228,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", action="store_true", help="activation checkpointing of every block")
     p.add_argument("--fp8", default="off", choices=FP8_RECIPES, help="float8 matmuls in the blocks (torchao)")
     p.add_argument("--mlp-kernel", default="inductor", choices=MLP_KERNELS,
-                   help="cublaslt: GELU in cuBLASLt GEMM epilogues (tanh-GELU)")
+                   help="cublaslt: GELU in cuBLASLt GEMM epilogues (tanh-GELU); quack: in quack GEMM epilogues (erf)")
     p.add_argument("--local-loss", action="store_true", help="local rows vs the global batch only")
     p.add_argument("--loss", default="clip", choices=("clip", "siglip"))
     p.add_argument("--no-bf16", action="store_true", help="float32 towers (no autocast)")
