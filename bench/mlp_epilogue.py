@@ -27,15 +27,21 @@ from train_throughput import device_info  # noqa: E402
 SHAPES = {"ViT-B-16": (256 * 197, 768, 3072), "ViT-L-14": (128 * 257, 1024, 4096)}  # tokens, width, hidden
 
 
-def measure(tokens: int, width: int, hidden: int, reps: int) -> dict[str, dict[str, float]]:
-    """Milliseconds of each piece for one MLP of this shape in bf16, and the tanh epilogue's deviation."""
+def mlp_operands(tokens: int, width: int, hidden: int) -> tuple[torch.Tensor, ...]:
+    """Seeded bf16 CUDA operands of one MLP: x, fc1 weight and bias, fc2 weight, the output gradient and fc1's
+    pre-activation."""
     g = torch.Generator(device="cuda").manual_seed(0)
     bf = dict(device="cuda", dtype=torch.bfloat16)
     x = torch.randn(tokens, width, generator=g, **bf)
     w1, b1 = torch.randn(hidden, width, generator=g, **bf) * width**-0.5, torch.randn(hidden, generator=g, **bf)
     w2 = torch.randn(width, hidden, generator=g, **bf) * hidden**-0.5
     dout = torch.randn(tokens, width, generator=g, **bf)
-    pre = torch.addmm(b1, x, w1.t())
+    return x, w1, b1, w2, dout, torch.addmm(b1, x, w1.t())
+
+
+def measure(tokens: int, width: int, hidden: int, reps: int) -> dict[str, dict[str, float]]:
+    """Milliseconds of each piece for one MLP of this shape in bf16, and the tanh epilogue's deviation."""
+    x, w1, b1, w2, dout, pre = mlp_operands(tokens, width, hidden)
     dact = dout @ w2
     ms = {
         "fc1 GEMM + bias": cuda_median_ms(lambda: torch.addmm(b1, x, w1.t()), reps),

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
 from _timing import cuda_median_ms, kernel_ms  # noqa: E402
+from mlp_epilogue import mlp_operands  # noqa: E402
 from sensorium.nn.fused_mlp import (gelu_mlp, linear_gelu_aux, matmul_dgelu, quack_available,  # noqa: E402
                                     quack_linear_gelu, quack_matmul_dgelu)
 from train_throughput import device_info  # noqa: E402
@@ -44,13 +45,7 @@ def pieces(tokens: int, width: int, hidden: int, reps: int) -> dict[str, float |
     """GPU kernel milliseconds (torch.profiler, no host time) of fc1 (+ GELU epilogue) and of fc2's input
     gradient (+ GELU-gradient epilogue, + fc1 bias gradient) per kernel library, with the plain GEMMs as the
     floor."""
-    g = torch.Generator(device="cuda").manual_seed(0)
-    bf = dict(device="cuda", dtype=torch.bfloat16)
-    x = torch.randn(tokens, width, generator=g, **bf)
-    w1, b1 = torch.randn(hidden, width, generator=g, **bf) * width**-0.5, torch.randn(hidden, generator=g, **bf)
-    w2 = torch.randn(width, hidden, generator=g, **bf) * hidden**-0.5
-    grad = torch.randn(tokens, width, generator=g, **bf)
-    pre = torch.addmm(b1, x, w1.t())
+    x, w1, b1, w2, grad, pre = mlp_operands(tokens, width, hidden)
     calls: dict[str, Callable[[], object]] = {
         "fc1 GEMM + bias (torch, the floor)": lambda: torch.addmm(b1, x, w1.t()),
         "fc1 + tanh-GELU epilogue (cuBLASLt)": lambda: linear_gelu_aux(x, w1, b1),
