@@ -67,10 +67,10 @@ class Row:
         return f"{self.task}/{self.impl}/{self.model}/{self.variant}"
 
 
-def plan(models: list[str], shards: bool = False) -> list[Row]:
+def plan(models: list[str], shards: str | None = None) -> list[Row]:
     """Rows in order of importance: per model open_clip eager against Sensorium eager and compiled; then
-    open_clip compiled and embedding throughput for the first model, further variants last; with `shards`,
-    the compiled-model step fed from WebDataset shards too."""
+    open_clip compiled and embedding throughput for the first model, further variants last; with `shards` (a
+    variant), that variant's step fed from WebDataset shards too."""
     first, rest = models[0], models[1:]
     rows = []
     for m in models:
@@ -87,8 +87,8 @@ def plan(models: list[str], shards: bool = False) -> list[Row]:
              Row("train", "sensorium", first, "compile-model+epilogue-mlp+cudnn-fa4+cudagraphs", 75),
              Row("train", "sensorium", first, "compile-model+quack-mlp+cudnn-fa4+cudagraphs", 75)]
     if shards:  # real data right after the synthetic row it is compared with
-        at = next(i for i, r in enumerate(rows) if r.variant == "compile-model") + 1
-        rows.insert(at, Row("train", "sensorium", first, "compile-model" + SHARDS, 90))
+        at = next(i for i, r in enumerate(rows) if r.variant == shards) + 1
+        rows.insert(at, Row("train", "sensorium", first, shards + SHARDS, 90))
     return rows
 
 
@@ -401,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world-shards", type=int, default=0,
                    help="write this many Sensorium World samples (image + caption) at the model's image size into "
                         "OUT/world-shards first and use them for the real-data row")
+    p.add_argument("--shards-variant", default="compile-model", choices=list(VARIANTS),
+                   help="the Sensorium variant whose step the real-data row feeds from the shards")
     p.add_argument("--loader-workers", type=int, default=None, help="decoding processes (default: CPUs - 2)")
     p.add_argument("--loader-pin", choices=["on", "off"], default="off", help="pinned host memory for the copies")
     p.add_argument("--loader-thread", choices=["on", "off"], default="on",
@@ -453,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["settings"]["loader_workers"] = args.loader_workers
         doc["settings"]["loader_pin_memory"] = args.loader_pin
         doc["settings"]["loader_thread"] = args.loader_thread
-    rows = [r for r in plan(models, shards is not None)
+    rows = [r for r in plan(models, args.shards_variant if shards is not None else None)
             if not args.only or any(s in r.name for s in args.only.split(","))]
     deadline = start + args.time_budget_s
 
