@@ -342,19 +342,37 @@ def test_profile_bench_tiny_records_each_variant(tmp_path):
     assert doc["variants"][2]["model_overrides"] == {"fused_qkv": False}
 
 
+def _bench_module(name: str):
+    """A bench/ script imported as a module (bench/ on the path while it loads its siblings)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return module
+
+
+def test_throughput_plan_feeds_the_chosen_variant_from_shards():
+    """--shards-variant: the real-data row feeds that variant's step and runs right after its synthetic row."""
+    bench = _bench_module("train_throughput")
+    variant = "compile-model+quack-mlp+cudnn-fa4+cudagraphs"
+    names = [r.variant for r in bench.plan(["ViT-B-16"], variant)]
+    assert names[names.index(variant) + 1] == variant + bench.SHARDS
+    assert sum(n.endswith(bench.SHARDS) for n in names) == 1
+    assert not any(n.endswith(bench.SHARDS) for n in (r.variant for r in bench.plan(["ViT-B-16"])))
+
+
 def test_profile_gap_summary_bins_idle_time_between_device_activities():
     """The idle breakdown of bench/profile_step.py: activities merged across streams (an overlapped one leaves no
     gap), gaps binned by length per step, and the longest named by the kernels around it."""
-    import importlib.util
     from types import SimpleNamespace
 
-    spec = importlib.util.spec_from_file_location("profile_step_bench", ROOT / "bench" / "profile_step.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    bench = _bench_module("profile_step")
 
     def event(name, start, end, device="DeviceType.CUDA"):
         return SimpleNamespace(name=name, device_type=device, time_range=SimpleNamespace(start=start, end=end))
