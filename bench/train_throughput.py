@@ -401,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world-shards", type=int, default=0,
                    help="write this many Sensorium World samples (image + caption) at the model's image size into "
                         "OUT/world-shards first and use them for the real-data row")
+    p.add_argument("--world-jpeg", type=int, default=0, metavar="QUALITY",
+                   help="re-encode the World shards' PNG images as JPEG at this quality (OUT/world-shards-jpg)")
     p.add_argument("--shards-variant", default="compile-model", choices=list(VARIANTS),
                    help="the Sensorium variant whose step the real-data row feeds from the shards")
     p.add_argument("--loader-workers", type=int, default=None, help="decoding processes (default: CPUs - 2)")
@@ -449,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     shards = Path(args.shards) if args.shards else None
     if args.world_shards:
         shards = world_shards(out / "world-shards", args.world_shards, clip_config(models[0]).vision.image_size)
+        if args.world_jpeg:
+            from shard_feed import jpeg_shards
+
+            shards = jpeg_shards(shards, out / "world-shards-jpg", args.world_jpeg)
+            doc["settings"]["world_jpeg_quality"] = args.world_jpeg
         doc["settings"]["world_shards"] = {"n": args.world_shards, "seconds": round(time.perf_counter() - start, 1)}
     if shards is not None:
         doc["settings"]["shards"] = str(shards)
