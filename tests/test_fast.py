@@ -386,3 +386,33 @@ def test_profile_gap_summary_bins_idle_time_between_device_activities():
     assert bins[">=100us"] == {"count_per_step": 0.5, "ms_per_step": 0.065}  # 20 -> 150
     assert bins["5-20us"]["count_per_step"] == bins["20-100us"]["count_per_step"] == 0
     assert summary["longest_gaps"][0] == {"us": 130, "after": "c", "before": "d"}
+
+
+def test_jpeg_shards_reencode_png_members_and_keep_the_rest(tmp_path):
+    """bench/shard_feed.jpeg_shards: a shard's .png member becomes a decodable .jpg of the same size, the caption
+    is copied byte for byte, and an existing output folder is reused."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    src, dst = tmp_path / "png", tmp_path / "jpg"
+    src.mkdir()
+    png = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 30, 60)).save(png, "PNG")
+    with tarfile.open(src / "train-000000.tar", "w") as tar:
+        for name, data in (("s0.png", png.getvalue()), ("s0.txt", b"a red square")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    bench = _bench_module("shard_feed")
+    assert bench.jpeg_shards(src, dst, quality=90) == dst
+    with tarfile.open(dst / "train-000000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert set(members) == {"s0.jpg", "s0.txt"} and members["s0.txt"] == b"a red square"
+    image = Image.open(io.BytesIO(members["s0.jpg"]))
+    assert image.format == "JPEG" and image.size == (24, 16)
+    assert abs(image.convert("RGB").getpixel((12, 8))[0] - 200) < 10
+    (dst / "train-000000.tar").write_bytes(b"kept")  # reused, not rewritten
+    bench.jpeg_shards(src, dst)
+    assert (dst / "train-000000.tar").read_bytes() == b"kept"
