@@ -4,7 +4,7 @@ GELU gradient and fc1's bias gradient) and for the whole MLP forward + backward 
 PyTorch's eager MLP as the reference. Also the relative error of each MLP's output and gradients against float32
 erf-GELU math.
 
-    PYTHONPATH=src python3 bench/mlp_kernels.py --out OUT          # ViT-B-16 vision and text MLP shapes
+    PYTHONPATH=src python3 bench/mlp_kernels.py --out OUT          # ViT-B-16 vision and text, ViT-L-14 vision
 
 OUT/mlp_kernels.json names the device. The pieces are GPU kernel time under torch.profiler (no host time:
 inside CUDA graphs the host's launch work is gone); the whole MLP is CUDA-event medians over --reps calls, host
@@ -80,7 +80,12 @@ def whole_mlp(tokens: int, width: int, hidden: int, reps: int) -> dict[str, dict
         y.backward(grad)
         return y.detach(), x.grad, fc1.weight.grad, fc1.bias.grad
 
-    want = reference()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # a float32 reference, not TF32
+    try:
+        want = reference()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     runs: dict[str, Callable[[], torch.Tensor]] = {"torch eager (erf)": lambda: fc2(F.gelu(fc1(x)))}
     for name, (kernels, approximate) in MLPS.items():
         if kernels == "quack" and not quack_available():
