@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 def jpeg_shards(src: Path, dst: Path, quality: int = 90) -> Path:
     """The WebDataset shards in `src` with every .png member re-encoded as .jpg at `quality` (the other members
-    copied), written to `dst` (reused if there): real image-text datasets are mostly JPEG, which decodes faster."""
+    copied), written to `dst` (reused if there): real image-text datasets are mostly JPEG."""
     import io
     import tarfile
 

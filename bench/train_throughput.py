@@ -87,7 +87,7 @@ def plan(models: list[str], shards: str | None = None) -> list[Row]:
              Row("train", "sensorium", first, "compile-model+epilogue-mlp+cudnn-fa4+cudagraphs", 75),
              Row("train", "sensorium", first, "compile-model+quack-mlp+cudnn-fa4+cudagraphs", 75)]
     if shards:  # real data right after the synthetic row it is compared with
-        at = next(i for i, r in enumerate(rows) if r.variant == shards) + 1
+        at = next(i for i, r in enumerate(rows) if r.variant == shards and r.impl == "sensorium") + 1
         rows.insert(at, Row("train", "sensorium", first, shards + SHARDS, 90))
     return rows
 

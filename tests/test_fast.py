@@ -365,6 +365,8 @@ def test_throughput_plan_feeds_the_chosen_variant_from_shards():
     assert names[names.index(variant) + 1] == variant + bench.SHARDS
     assert sum(n.endswith(bench.SHARDS) for n in names) == 1
     assert not any(n.endswith(bench.SHARDS) for n in (r.variant for r in bench.plan(["ViT-B-16"])))
+    eager = [(r.impl, r.variant) for r in bench.plan(["ViT-B-16"], "eager")]  # open_clip has an eager row too
+    assert eager[eager.index(("sensorium", "eager")) + 1] == ("sensorium", "eager" + bench.SHARDS)
 
 
 def test_profile_gap_summary_bins_idle_time_between_device_activities():
