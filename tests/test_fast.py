@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _fast import tiny_losses
 
 from sensorium.models.dual_encoder import DualEncoder
 from sensorium.nn import KVCache, Transformer, TransformerConfig
@@ -25,14 +26,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _losses(cfg: FastConfig, steps: int = 2) -> list[float]:
-    torch.manual_seed(0)
-    model = DualEncoder(clip_config("tiny"))
-    step = ContrastiveStep(model, cfg)
-    pixels, ids = synthetic_batch(model.cfg, 8, "cpu")
-    return [step(pixels, ids).item() for _ in range(steps)]
 
 
 def _cuda_step(cfg, fast: FastConfig, batch: int):
@@ -60,15 +53,15 @@ def test_presets_have_open_clip_dimensions():
         clip_config("ViT-X")
 
 
-def test_compile_and_checkpoint_variants_give_the_same_losses():
+def test_compile_and_checkpoint_variants_give_the_sametiny_losses():
     """Float32: regional compile (traced by aot_eager), whole-model compile and activation checkpointing
     change how the step runs, not what it computes."""
-    reference = _losses(FastConfig(bf16=False))
+    reference = tiny_losses(FastConfig(bf16=False))
     for cfg in (FastConfig(bf16=False, checkpoint=True),
                 FastConfig(bf16=False, compile="blocks", compile_backend="aot_eager", checkpoint=True),
                 FastConfig(bf16=False, compile="model", compile_backend="aot_eager"),
                 FastConfig(bf16=False, compile="step", compile_backend="aot_eager")):
-        assert _losses(cfg) == pytest.approx(reference, rel=1e-5, abs=1e-6), cfg
+        assert tiny_losses(cfg) == pytest.approx(reference, rel=1e-5, abs=1e-6), cfg
     assert reference[1] < reference[0]
 
 
@@ -77,7 +70,7 @@ def test_regional_compile_reuses_one_graph_for_all_layers():
 
     torch._dynamo.reset()
     counters.clear()
-    _losses(FastConfig(bf16=False, compile="blocks", compile_backend="eager"))
+    tiny_losses(FastConfig(bf16=False, compile="blocks", compile_backend="eager"))
     assert counters["stats"]["unique_graphs"] == 2  # one per tower shape, not one per layer
     assert not counters["graph_break"]
     torch._dynamo.reset()
@@ -112,7 +105,7 @@ def test_patch_keeps_state_dict_and_kv_cache_path():
     torch.testing.assert_close(patched(x[:, 3:], is_causal=True, cache=c1), plain(x[:, 3:], is_causal=True, cache=c2))
 
 
-def test_gradient_accumulation_averages_micro_batch_losses():
+def test_gradient_accumulation_averages_micro_batchtiny_losses():
     torch.manual_seed(0)
     a = DualEncoder(clip_config("tiny"))
     b = DualEncoder(clip_config("tiny"))
@@ -131,7 +124,7 @@ def test_gradient_accumulation_averages_micro_batch_losses():
 
 
 def test_siglip_step_runs():
-    losses = _losses(FastConfig(bf16=False, loss="siglip"), steps=3)
+    losses = tiny_losses(FastConfig(bf16=False, loss="siglip"), steps=3)
     assert all(map(lambda v: v == v, losses)) and losses[-1] < losses[0]
 
 
@@ -281,7 +274,7 @@ def test_float8_blocks_swap_only_block_linears_and_train():
     assert set(model.state_dict()) == keys
     pixels, ids = synthetic_batch(model.cfg, 8, "cpu")
     losses = [step(pixels, ids).item() for _ in range(3)]
-    assert losses[0] == pytest.approx(_losses(FastConfig(bf16=False), steps=1)[0], rel=0.05)
+    assert losses[0] == pytest.approx(tiny_losses(FastConfig(bf16=False), steps=1)[0], rel=0.05)
     assert losses[2] < losses[0]
     with pytest.raises(ValueError, match="fp8='int4'"):
         ContrastiveStep(DualEncoder(clip_config("tiny")), FastConfig(fp8="int4"))

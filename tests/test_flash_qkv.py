@@ -5,11 +5,11 @@ FlashAttention-4 kernels against cuDNN's SDPA."""
 import pytest
 import torch
 import torch.nn.functional as F
+from _fast import tiny_losses
 
-from sensorium.models.dual_encoder import DualEncoder
 from sensorium.nn import Attention
 from sensorium.nn.flash_qkv import fa4_available, flash_attention_qkv
-from sensorium.train.fast import ContrastiveStep, FastConfig, clip_config, packed_attention, synthetic_batch
+from sensorium.train.fast import FastConfig, packed_attention
 
 
 def _sdpa(qkv: torch.Tensor, n_heads: int, causal: bool) -> torch.Tensor:
@@ -51,13 +51,7 @@ def test_patch_takes_fused_self_attention_only_and_the_step_trains():
     for kwargs in ({}, {"is_causal": True}, {"mask": mask}, {"context": ctx}):  # masks and context: SDPA path
         torch.testing.assert_close(fused(x, **kwargs), reference(x, **kwargs), rtol=1e-5, atol=1e-5)
 
-    losses = {}
-    for attention in ("auto", "fa4", "cudnn+fa4"):
-        torch.manual_seed(0)
-        model = DualEncoder(clip_config("tiny"))
-        step = ContrastiveStep(model, FastConfig(bf16=False, attention=attention))
-        pixels, ids = synthetic_batch(model.cfg, 8, "cpu")
-        losses[attention] = [step(pixels, ids).item() for _ in range(3)]
+    losses = {a: tiny_losses(FastConfig(bf16=False, attention=a), steps=3) for a in ("auto", "fa4", "cudnn+fa4")}
     assert losses["fa4"] == pytest.approx(losses["auto"], rel=1e-5)
     assert losses["cudnn+fa4"] == pytest.approx(losses["auto"], rel=1e-5)
     assert losses["fa4"][2] < losses["fa4"][0]

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _fast import tiny_losses
 
 from sensorium.models.dual_encoder import DualEncoder
 from sensorium.nn import MLP
 from sensorium.nn.fused_mlp import gelu_mlp, quack_available
-from sensorium.train.fast import ContrastiveStep, FastConfig, clip_config, epilogue_mlp, synthetic_batch
+from sensorium.train.fast import ContrastiveStep, FastConfig, clip_config, epilogue_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,13 +63,7 @@ def test_epilogue_mlp_leaves_other_mlps_and_trains_the_dual_encoder():
     assert not epilogue_mlp(MLP(64, 128, act="swiglu"))
     assert not epilogue_mlp(MLP(64, 128, act="gelu", bias=False))
     assert not epilogue_mlp(MLP(64, 128, act="silu"))
-    losses = {}
-    for kernel in ("inductor", "cublaslt", "quack"):
-        torch.manual_seed(0)
-        model = DualEncoder(clip_config("tiny"))
-        step = ContrastiveStep(model, FastConfig(bf16=False, mlp_kernel=kernel))
-        pixels, ids = synthetic_batch(model.cfg, 8, "cpu")
-        losses[kernel] = [step(pixels, ids).item() for _ in range(3)]
+    losses = {k: tiny_losses(FastConfig(bf16=False, mlp_kernel=k), steps=3) for k in ("inductor", "cublaslt", "quack")}
     assert losses["cublaslt"] == pytest.approx(losses["inductor"], rel=1e-3), losses
     assert losses["quack"] == pytest.approx(losses["inductor"], rel=1e-5), losses  # erf GELU, as the model
     assert losses["cublaslt"][2] < losses["cublaslt"][0]
