@@ -1,6 +1,7 @@
 """The real-data path alone: samples/s that `ShardFeed` (WebDataset shards -> decoding workers -> pinned, device
 batches for a ViT-B-16 dual encoder) delivers for several worker counts, with no training step. If the rate grows
-with the workers, decoding limits it; if it stays flat, the main process does.
+with the workers, decoding limits it; if it stays flat, the main process does. Also the shards the benches feed
+from: `world_shards` (Sensorium World samples) and `jpeg_shards` (their images re-encoded as JPEG).
 
 Usage:  PYTHONPATH=src python3 bench/shard_feed.py --shards DIR --out OUT.json [--workers 1,4,8,14] [--pin on,off]
 """
@@ -16,6 +17,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
+
+
+def world_shards(folder: Path, n: int, size: int) -> Path:
+    """n Sensorium World samples (PNG image at `size` px + caption) written as WebDataset shards (reused if there)."""
+    import os
+
+    from sensorium.data.world import WorldConfig, write_world
+
+    if not any(folder.glob("*.tar")):
+        write_world(folder, n, "train", 0, WorldConfig(image_size=size), ("image", "text"),
+                    shard_size=max(16, n // 48), workers=max(1, os.cpu_count() or 1), progress=False)
+    return folder
 
 
 def jpeg_shards(src: Path, dst: Path, quality: int = 90) -> Path:

@@ -29,11 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _open_clip import import_open_clip  # noqa: E402
 from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
 from sensorium.train.fast import (MODEL_CFGS, ContrastiveStep, FastConfig, accelerate,  # noqa: E402
                                   clip_config, count_flops, sync, synthetic_batch, time_steps)
 from sensorium.train.shard_feed import ShardFeed  # noqa: E402
 from sensorium.train.trainer import TrainConfig, make_optimizer  # noqa: E402
+from shard_feed import jpeg_shards, world_shards  # noqa: E402
 
 H100_BF16_DENSE = 989e12
 VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<variant>+shards" feeds it from shards
@@ -90,46 +92,6 @@ def plan(models: list[str], shards: str | None = None) -> list[Row]:
         at = next(i for i, r in enumerate(rows) if r.variant == shards and r.impl == "sensorium") + 1
         rows.insert(at, Row("train", "sensorium", first, shards + SHARDS, 90))
     return rows
-
-
-def _regex_stand_in() -> Any:
-    """A `regex` module made of `re`: patterns that only the regex package can compile (open_clip's tokenizer
-    uses \\p{L}) compile to None. Enough to import open_clip; the bench feeds token ids, never tokenizes."""
-    import re
-    import types
-
-    stub = types.ModuleType("regex")
-    stub.__dict__.update({k: v for k, v in vars(re).items() if not k.startswith("__")})
-
-    def compile_(pattern: str, flags: int = 0):
-        try:
-            return re.compile(pattern, flags)
-        except re.error:
-            return None
-    stub.compile = compile_
-    return stub
-
-
-def import_open_clip() -> tuple[Any, str | None]:
-    """open_clip, or None and why not (only the open_clip rows are then skipped)."""
-    try:
-        import open_clip
-
-        return open_clip, None
-    except ModuleNotFoundError as err:
-        if err.name != "regex":
-            return None, f"{type(err).__name__}: {err}"
-    except Exception as err:  # noqa: BLE001 - any import failure only disables the open_clip rows
-        return None, f"{type(err).__name__}: {err}"
-    sys.modules["regex"] = _regex_stand_in()
-    for name in [m for m in sys.modules if m == "open_clip" or m.startswith("open_clip.")]:
-        del sys.modules[name]
-    try:
-        import open_clip
-
-        return open_clip, "the regex package is missing: a stand-in built on re (the tokenizer is unused)"
-    except Exception as err:  # noqa: BLE001
-        return None, f"{type(err).__name__}: {err}"
 
 
 class Context:
@@ -359,18 +321,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def world_shards(folder: Path, n: int, size: int) -> Path:
-    """n Sensorium World samples (PNG image at `size` px + caption) written as WebDataset shards (reused if there)."""
-    import os
-
-    from sensorium.data.world import WorldConfig, write_world
-
-    if not any(folder.glob("*.tar")):
-        write_world(folder, n, "train", 0, WorldConfig(image_size=size), ("image", "text"),
-                    shard_size=max(16, n // 48), workers=max(1, os.cpu_count() or 1), progress=False)
-    return folder
-
-
 def device_info(device: torch.device) -> dict[str, Any]:
     """Name, compute capability and memory of the device."""
     if device.type != "cuda":
@@ -452,8 +402,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.world_shards:
         shards = world_shards(out / "world-shards", args.world_shards, clip_config(models[0]).vision.image_size)
         if args.world_jpeg:
-            from shard_feed import jpeg_shards
-
             shards = jpeg_shards(shards, out / "world-shards-jpg", args.world_jpeg)
             doc["settings"]["world_jpeg_quality"] = args.world_jpeg
         doc["settings"]["world_shards"] = {"n": args.world_shards, "seconds": round(time.perf_counter() - start, 1)}
