@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch._inductor.config as inductor_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -49,6 +50,12 @@ VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<varia
                                                         "attention": "cudnn+fa4", "compile_mode": "reduce-overhead"},
     "compile-model+quack-mlp+cudnn-fa4+cudagraphs": {"compile": "model", "mlp_kernel": "quack",
                                                      "attention": "cudnn+fa4", "compile_mode": "reduce-overhead"},
+    "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams": {
+        "compile": "towers", "mlp_kernel": "quack", "attention": "cudnn+fa4", "step_graph": True,
+        "tower_streams": True},
+    "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+cdt": {  # "inductor": torch._inductor.config patch
+        "compile": "towers", "mlp_kernel": "quack", "attention": "cudnn+fa4", "step_graph": True,
+        "tower_streams": True, "inductor": {"coordinate_descent_tuning": True}},
     "compile+checkpoint": {"compile": "blocks", "checkpoint": True}}
 SHARDS = "+shards"
 
@@ -87,7 +94,9 @@ def plan(models: list[str], shards: str | None = None) -> list[Row]:
              Row("train", "sensorium", first, "compile-model+epilogue-mlp+cudagraphs", 75),
              Row("train", "sensorium", first, "compile-model+epilogue-mlp+fa4+cudagraphs", 75),
              Row("train", "sensorium", first, "compile-model+epilogue-mlp+cudnn-fa4+cudagraphs", 75),
-             Row("train", "sensorium", first, "compile-model+quack-mlp+cudnn-fa4+cudagraphs", 75)]
+             Row("train", "sensorium", first, "compile-model+quack-mlp+cudnn-fa4+cudagraphs", 75),
+             Row("train", "sensorium", first, "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams", 75),
+             Row("train", "sensorium", first, "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+cdt", 150)]
     if shards:  # real data right after the synthetic row it is compared with
         at = next(i for i, r in enumerate(rows) if r.variant == shards and r.impl == "sensorium") + 1
         rows.insert(at, Row("train", "sensorium", first, shards + SHARDS, 90))
@@ -149,8 +158,12 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
     cfg = clip_config(row.model)
     pixels, ids = synthetic_batch(cfg, args.batch_size, dev)
     real = row.variant.endswith(SHARDS)
-    fast = VARIANTS[row.variant.removesuffix(SHARDS)]
-    extra: dict[str, Any] = {}
+    fast = dict(VARIANTS[row.variant.removesuffix(SHARDS)])
+    inductor = fast.pop("inductor", {})
+    extra: dict[str, Any] = {"inductor": inductor} if inductor else {}
+    if fast.get("step_graph") and dev.type != "cuda":  # the CPU plumbing run (--tiny): a CUDA graph needs CUDA
+        fast["step_graph"] = False
+        extra["note"] = "step_graph off: no CUDA device"
     if real:
         feed = ShardFeed(ctx.shards, cfg, args.batch_size, dev, workers=args.loader_workers,
                          pin=args.loader_pin == "on", thread=args.loader_thread == "on")
@@ -183,7 +196,8 @@ def train_row(row: Row, ctx: Context) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             return loss.detach()
     try:
-        t = ctx.timing(run)
+        with inductor_config.patch(inductor):
+            t = ctx.timing(run)
     finally:
         if real:
             feed.close()
@@ -336,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for train_throughput.json / .md")
     p.add_argument("--tiny", action="store_true", help="tiny model on CPU in seconds (plumbing check)")
     p.add_argument("--models", default=None, help="comma list (default ViT-B-16,ViT-B-32; tiny with --tiny)")
-    p.add_argument("--only", default="", help="comma list of substrings: run only rows whose name has one")
+    p.add_argument("--only", default="", help="comma list of substrings: run only rows whose name has one "
+                   "(one ending in $: whose name ends with it)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default 256; 8 with --tiny)")
     p.add_argument("--embed-batch", type=int, default=None, help="embedding batch (default 1024; 8 with --tiny)")
     p.add_argument("--time-budget-s", type=float, default=270.0, help="skip rows that would not fit")
@@ -411,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["settings"]["loader_pin_memory"] = args.loader_pin
         doc["settings"]["loader_thread"] = args.loader_thread
     rows = [r for r in plan(models, args.shards_variant if shards is not None else None)
-            if not args.only or any(s in r.name for s in args.only.split(","))]
+            if not args.only or any(r.name.endswith(s[:-1]) if s.endswith("$") else s in r.name
+                                    for s in args.only.split(","))]
     deadline = start + args.time_budget_s
 
     def save() -> None:

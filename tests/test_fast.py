@@ -60,6 +60,7 @@ def test_compile_and_checkpoint_variants_give_the_sametiny_losses():
     for cfg in (FastConfig(bf16=False, checkpoint=True),
                 FastConfig(bf16=False, compile="blocks", compile_backend="aot_eager", checkpoint=True),
                 FastConfig(bf16=False, compile="model", compile_backend="aot_eager"),
+                FastConfig(bf16=False, compile="towers", compile_backend="aot_eager", tower_streams=True),
                 FastConfig(bf16=False, compile="step", compile_backend="aot_eager")):
         assert tiny_losses(cfg) == pytest.approx(reference, rel=1e-5, abs=1e-6), cfg
     assert reference[1] < reference[0]
@@ -172,7 +173,7 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
     doc = _bench("--out", str(tmp_path), "--world-shards", "48")
     assert doc["status"] == "done" and doc["device"]["type"] == "cpu"
     rows = {r["name"]: r for r in doc["rows"]}
-    assert len(rows) == 16  # including the epilogue-MLP (cuBLASLt, quack) and FA4 rows (PyTorch math on CPU)
+    assert len(rows) == 18  # including the epilogue-MLP (cuBLASLt, quack), FA4 and step-graph rows (math on CPU)
     for name, row in rows.items():
         assert row["status"] in ("ok", "skipped"), (name, row.get("error"), row.get("traceback"))
         if row["impl"] == "sensorium":
@@ -180,6 +181,8 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
     train = rows["train/sensorium/tiny/compile"]
     assert train["samples_per_s"] > 0 and train["flops_per_sample"] > 0 and 0 < train["mfu"] < 1
     assert train["dynamo"] == {"unique_graphs": 2, "graph_breaks": 0}
+    graphed = rows["train/sensorium/tiny/compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+cdt"]
+    assert graphed["note"] == "step_graph off: no CUDA device" and graphed["inductor"]
     assert rows["embed/sensorium/tiny/eager"]["images_per_s"] > 0
     assert "sensorium_samples_per_s" in doc["summary"]["tiny"]
     real = rows["train/sensorium/tiny/compile-model+shards"]  # fed from World shards written by the bench
@@ -237,6 +240,39 @@ def test_cuda_compiled_step_matches_eager_and_oom_gives_advice():
     del pixels, ids
     torch.cuda.empty_cache()
     assert torch.isfinite(step(*synthetic_batch(cfg, 8, "cuda")))
+
+
+def test_step_graph_and_tower_streams_refuse_what_cannot_work():
+    """step_graph needs one CUDA device and no CUDA graphs of its own from torch.compile; tower_streams needs
+    the towers called from eager code."""
+    model = DualEncoder(clip_config("tiny"))
+    with pytest.raises(ValueError, match="step_graph=True captures a CUDA graph; the model is on cpu"):
+        ContrastiveStep(model, FastConfig(step_graph=True))
+    with pytest.raises(ValueError, match="compile='towers'"):
+        ContrastiveStep(model, FastConfig(tower_streams=True, compile="model"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fast", [FastConfig(step_graph=True), FastConfig(step_graph=True, tower_streams=True),
+                                  FastConfig(compile="towers", step_graph=True, tower_streams=True)],
+                         ids=["graph", "graph+streams", "towers+graph+streams"])
+def test_cuda_step_graph_follows_the_eager_step(fast):
+    """The step captured in one CUDA graph (optionally with the text tower on its own stream) trains like the
+    eager step: the same losses over six steps on changing batches (bf16, so within 2%), the same
+    parameters after them, and a batch of another shape is refused with a clear error."""
+    cfg = clip_config("tiny")
+    batches = [synthetic_batch(cfg, 16, "cuda", seed=s) for s in range(6)]
+    results = {}
+    for name, config in (("eager", FastConfig()), ("graph", fast)):
+        model, step, _pixels, _ids = _cuda_step(cfg, config, 16)
+        results[name] = ([step(p, t).item() for p, t in batches], torch.cat([p.detach().flatten().float()
+                                                                               for p in model.parameters()]))
+    assert results["graph"][0] == pytest.approx(results["eager"][0], rel=2e-2)
+    assert results["graph"][0][-1] != results["graph"][0][2]  # replays see new batches, not the captured one
+    drift = (results["graph"][1] - results["eager"][1]).norm() / results["eager"][1].norm()
+    assert drift < 1e-2, drift
+    with pytest.raises(ValueError, match="replays a graph captured for pixels"):
+        step(*synthetic_batch(cfg, 8, "cuda"))
 
 
 @pytest.mark.gpu

@@ -76,7 +76,7 @@ def clip_config(name: str) -> DualEncoderConfig:
     return cfg
 
 
-COMPILE_SCOPES = ("none", "blocks", "model", "step")
+COMPILE_SCOPES = ("none", "blocks", "towers", "model", "step")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 # SDPA backends, plus "fa4": the blocks' self-attention on FlashAttention-4 kernels from the packed QKV projection
 # (nn/flash_qkv.py; the optional flash-attn-4 package), and "cudnn+fa4": cuDNN's forward kernel with FA4's backward
@@ -94,13 +94,21 @@ FP8_RECIPES = ("off", "tensorwise", "rowwise", "rowwise_with_gw_hp")
 class FastConfig:
     """Speed and memory options of the contrastive training step."""
 
-    # none | blocks (regional: every transformer Block) | model (the whole module) | step (the module and the
-    # contrastive loss in one graph: fewer launches between forward and backward)
+    # none | blocks (regional: every transformer Block) | towers (each tower of the dual encoder: one graph for
+    # the image tower, one for the text tower) | model (the whole module) | step (the module and the contrastive
+    # loss in one graph: fewer launches between forward and backward)
     compile: str = "none"
     compile_backend: str = "inductor"  # aot_eager / eager trace without generating kernels (CPU tests)
     # torch.compile mode: default | max-autotune-no-cudagraphs (Triton GEMM templates tried against cuBLAS)
     # | reduce-overhead (CUDA graphs) | max-autotune (both)
     compile_mode: str = "default"
+    # capture the whole step (forward, loss, backward, optimizer) in one CUDA graph after GRAPH_WARMUP steps and
+    # replay it (compile_mode="reduce-overhead" graphs the compiled module's forward and backward only, with host
+    # work between them). One GPU, the same batch shape every step; not with a CUDA-graph compile_mode
+    step_graph: bool = False
+    # the text tower on a second CUDA stream, concurrent with the image tower (the towers are independent until
+    # the loss; autograd runs each tower's backward on its forward's stream). compile "none", "blocks" or "towers"
+    tower_streams: bool = False
     # SDPA backend: auto (PyTorch's choice) | flash | cudnn | efficient | math, or FA4 on the packed projection: fa4
     # | cudnn+fa4 (ATTENTION_BACKENDS). Compiled graphs fix the backend when traced, and Inductor's FX graph cache
     # key may not include it: disable the cache when comparing backends. FA4 calls cost ~0.3 ms of host time each:
@@ -173,6 +181,10 @@ def accelerate(module: nn.Module, cfg: FastConfig) -> nn.Module:
     if cfg.checkpoint or cfg.compile == "blocks" or (cfg.autocast_residual and cfg.bf16):
         for block in blocks:
             _patch_block(block, run, cfg.checkpoint, cfg.autocast_residual and cfg.bf16)
+    if cfg.compile == "towers":
+        for encoder in [m for m in module.modules() if isinstance(m, DualEncoder)]:
+            for tower in (encoder.vision, encoder.text):
+                tower.compile(**options)
     if cfg.compile == "model":
         return torch.compile(module, **options)
     return module
@@ -263,17 +275,30 @@ def attention_backend(name: str):
 
 class ContrastivePair(nn.Module):
     """Training view of a DualEncoder: (pixels, ids) -> (normalised image and text embeddings, logit scale,
-    logit bias), so DDP/FSDP see one forward that uses every parameter."""
+    logit bias), so DDP/FSDP see one forward that uses every parameter. With `text_stream` the text tower runs
+    on that CUDA stream, concurrently with the image tower on the current one (autograd then runs its backward
+    on that stream too)."""
 
-    def __init__(self, model: DualEncoder):
+    def __init__(self, model: DualEncoder, text_stream: torch.cuda.Stream | None = None):
         super().__init__()
         self.model = model
+        self.text_stream = text_stream
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Embeddings [B, E] of both towers, L2-normalised, plus the head's scalars."""
         m = self.model
         bias = m.logit_bias if m.logit_bias is not None else m.logit_scale.new_zeros(())
-        return m.encode_image(pixels, normalize=True), m.encode_text(ids, normalize=True), m.logit_scale, bias
+        if self.text_stream is None or not ids.is_cuda:
+            return m.encode_image(pixels, normalize=True), m.encode_text(ids, normalize=True), m.logit_scale, bias
+        here, side = torch.cuda.current_stream(ids.device), self.text_stream
+        side.wait_stream(here)
+        with torch.cuda.stream(side):
+            text = m.encode_text(ids, normalize=True)
+        ids.record_stream(side)  # the caching allocator must not hand ids' memory out while side still reads it
+        image = m.encode_image(pixels, normalize=True)
+        here.wait_stream(side)
+        text.record_stream(here)
+        return image, text, m.logit_scale, bias
 
 
 class OutOfMemoryAdvice(torch.OutOfMemoryError):
@@ -320,11 +345,14 @@ class ContrastiveStep:
                              f"choose one")
         if cfg.fp8 != "off":  # before DDP/FSDP2 wrap the parameters (FSDP2 shards Float8Linear's weights)
             float8_blocks([m for m in model.modules() if isinstance(m, Block)], cfg.fp8)
-        self.wrapped = wrap(ContrastivePair(model)) if wrap is not None else ContrastivePair(model)
+        device = next(model.parameters()).device
+        check_graph_options(cfg, device, distributed=wrap is not None)
+        side = torch.cuda.Stream(device) if cfg.tower_streams and device.type == "cuda" else None
+        pair = ContrastivePair(model, text_stream=side)
+        self.wrapped = wrap(pair) if wrap is not None else pair
         self.module = accelerate(self.wrapped, cfg)
         self.loss = LOSSES[cfg.loss](local_loss=cfg.local_loss)
         attention_backend(cfg.attention)  # validate now, not at the first step
-        device = next(model.parameters()).device
         if cfg.attention in ("fa4", "cudnn+fa4") and device.type == "cuda":
             from ..nn.flash_qkv import fa4_available
 
@@ -340,7 +368,9 @@ class ContrastiveStep:
                                    f"9.x or 10.x GPU ({torch.cuda.get_device_name(device)}); "
                                    f"pip install 'sensorium[quack]'")
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay))
+        self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay),
+                                        capturable=cfg.step_graph)
+        self.graph: StepGraph | None = StepGraph(self._step) if cfg.step_graph else None
         if cfg.compile == "step":
             self.forward_loss = torch.compile(self.forward_loss, **compile_options(cfg))
 
@@ -371,17 +401,81 @@ class ContrastiveStep:
                              f"accum={n} equal micro-batches")
         with memory_advice(f"a training step (batch {pixels.shape[0]}, accum {n}, checkpoint "
                            f"{self.cfg.checkpoint}, local_loss {self.cfg.local_loss})"):
-            total = None
-            for i, (p, t) in enumerate(zip(pixels.chunk(n), ids.chunk(n))):
-                with self._sync(i == n - 1):
-                    loss = self.forward_loss(p, t) / n if n > 1 else self.forward_loss(p, t)
-                    loss.backward()
-                total = loss.detach() if total is None else total + loss.detach()
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
-            self.optimizer.step()
+            if self.graph is not None:
+                return self.graph(pixels, ids)
+            return self._step(pixels, ids)
+
+    def _step(self, pixels: torch.Tensor, ids: torch.Tensor, zero_grad: bool = True) -> torch.Tensor:
+        n = self.cfg.accum
+        total = None
+        for i, (p, t) in enumerate(zip(pixels.chunk(n), ids.chunk(n))):
+            with self._sync(i == n - 1):
+                loss = self.forward_loss(p, t) / n if n > 1 else self.forward_loss(p, t)
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+        self.optimizer.step()
+        if zero_grad:
             self.optimizer.zero_grad(set_to_none=True)
         return total
+
+
+def check_graph_options(cfg: FastConfig, device: torch.device, distributed: bool) -> None:
+    """Clear errors for step_graph / tower_streams combinations that cannot work."""
+    if cfg.tower_streams and cfg.compile in ("model", "step"):
+        raise ValueError(f"tower_streams=True runs the towers on two streams from eager code: use compile='towers', "
+                         f"'blocks' or 'none', not {cfg.compile!r}")
+    if not cfg.step_graph:
+        return
+    if device.type != "cuda":
+        raise ValueError(f"step_graph=True captures a CUDA graph; the model is on {device}")
+    if distributed:
+        raise ValueError("step_graph=True is for one GPU: DDP/FSDP2 communicate outside the captured graph")
+    if cfg.compile_mode in ("reduce-overhead", "max-autotune"):
+        raise ValueError(f"step_graph=True captures the step itself; compile_mode={cfg.compile_mode!r} would capture "
+                         f"CUDA graphs inside it: use 'default' or 'max-autotune-no-cudagraphs'")
+
+
+GRAPH_WARMUP = 2  # eager steps (compilation, autotuning, optimizer state) before the step graph is captured
+
+
+class StepGraph:
+    """Runs `step(pixels, ids, zero_grad)` eagerly for GRAPH_WARMUP calls (on a side stream, as CUDA graph
+    capture wants), then captures one call into a CUDA graph and from there on copies each batch into the
+    graph's input buffers and replays it. The gradients stay in the graph's memory (written, not accumulated, by
+    each replay); the returned loss is a copy, valid after later replays."""
+
+    def __init__(self, step: Callable[..., torch.Tensor]):
+        self.step, self.calls = step, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.loss: torch.Tensor | None = None
+
+    def __call__(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.graph is None and self.calls <= GRAPH_WARMUP:
+            side = torch.cuda.Stream(pixels.device)
+            side.wait_stream(torch.cuda.current_stream(pixels.device))
+            with torch.cuda.stream(side):
+                loss = self.step(pixels, ids)
+            torch.cuda.current_stream(pixels.device).wait_stream(side)
+            return loss
+        if self.graph is None:
+            self.inputs = (pixels.clone(), ids.clone())
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.loss = self.step(*self.inputs, zero_grad=False)
+            self.graph = graph
+        static_pixels, static_ids = self.inputs
+        if pixels.shape != static_pixels.shape or ids.shape != static_ids.shape:
+            raise ValueError(f"step_graph=True replays a graph captured for pixels {tuple(static_pixels.shape)} "
+                             f"and ids {tuple(static_ids.shape)}; got {tuple(pixels.shape)} and "
+                             f"{tuple(ids.shape)} (drop the last partial batch, or use step_graph=False)")
+        static_pixels.copy_(pixels, non_blocking=True)
+        static_ids.copy_(ids, non_blocking=True)
+        self.graph.replay()
+        return self.loss.clone()
 
 
 def synthetic_batch(cfg: DualEncoderConfig, batch: int, device: torch.device | str, seed: int = 0

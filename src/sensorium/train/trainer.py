@@ -53,14 +53,16 @@ def cosine_lr(step: int, config: TrainConfig) -> float:
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with decay only on matrices (not norms, biases, temperatures); fused kernels on CUDA."""
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig, capturable: bool = False
+                   ) -> torch.optim.Optimizer:
+    """AdamW with decay only on matrices (not norms, biases, temperatures); fused kernels on CUDA.
+    `capturable`: the step count lives on the device, so the optimizer step can be captured in a CUDA graph."""
     decay = [p for p in params if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in params if p.requires_grad and p.dim() < 2]
     fused = bool(params) and params[0].is_cuda
     return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98),
-                             eps=1e-6, fused=fused)
+                             eps=1e-6, fused=fused, capturable=capturable)
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
