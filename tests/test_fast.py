@@ -259,14 +259,34 @@ def test_step_graph_and_tower_streams_refuse_what_cannot_work():
 def test_cuda_step_graph_follows_the_eager_step(fast):
     """The step captured in one CUDA graph (optionally with the text tower on its own stream) trains like the
     eager step: the same losses over six steps on changing batches (bf16, so within 2%), the same
-    parameters after them, and a batch of another shape is refused with a clear error."""
+    parameters after them, and a batch of another shape is refused with a clear error. Another thread copies to
+    the GPU all along, as a data feeder does (it invalidated the capture under the default capture mode)."""
+    import threading
+
     cfg = clip_config("tiny")
     batches = [synthetic_batch(cfg, 16, "cuda", seed=s) for s in range(6)]
-    results = {}
-    for name, config in (("eager", FastConfig()), ("graph", fast)):
-        model, step, _pixels, _ids = _cuda_step(cfg, config, 16)
-        results[name] = ([step(p, t).item() for p, t in batches], torch.cat([p.detach().flatten().float()
-                                                                               for p in model.parameters()]))
+    results, stop = {}, threading.Event()
+
+    def feeder():  # a data feeder's copies on its own stream (ShardFeed's thread), concurrent with the capture
+        side = torch.cuda.Stream()
+        with torch.cuda.stream(side):
+            while not stop.is_set():
+                batch = torch.randn(256, 256).to("cuda", non_blocking=True).float().div_(255)
+                event = torch.cuda.Event()
+                event.record(side)
+                event.synchronize()
+                del batch
+
+    thread = threading.Thread(target=feeder, daemon=True)
+    thread.start()
+    try:
+        for name, config in (("eager", FastConfig()), ("graph", fast)):
+            model, step, _pixels, _ids = _cuda_step(cfg, config, 16)
+            results[name] = ([step(p, t).item() for p, t in batches], torch.cat([p.detach().flatten().float()
+                                                                                   for p in model.parameters()]))
+    finally:
+        stop.set()
+        thread.join()
     assert results["graph"][0] == pytest.approx(results["eager"][0], rel=2e-2)
     assert results["graph"][0][-1] != results["graph"][0][2]  # replays see new batches, not the captured one
     drift = (results["graph"][1] - results["eager"][1]).norm() / results["eager"][1].norm()

@@ -446,6 +446,10 @@ class StepGraph:
     graph's input buffers and replays it. The gradients stay in the graph's memory (written, not accumulated, by
     each replay); the returned loss is a copy, valid after later replays."""
 
+    # thread_local: other threads' CUDA calls (a data feeder's copies, say) must not invalidate the capture, as
+    # they did under torch.cuda.graph's default "global" mode (a step fed from shards failed at capture)
+    capture_error_mode = "thread_local"
+
     def __init__(self, step: Callable[..., torch.Tensor]):
         self.step, self.calls = step, 0
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -464,7 +468,7 @@ class StepGraph:
         if self.graph is None:
             self.inputs = (pixels.clone(), ids.clone())
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode=self.capture_error_mode):
                 self.loss = self.step(*self.inputs, zero_grad=False)
             self.graph = graph
         static_pixels, static_ids = self.inputs
