@@ -244,12 +244,14 @@ def test_cuda_compiled_step_matches_eager_and_oom_gives_advice():
 
 def test_step_graph_and_tower_streams_refuse_what_cannot_work():
     """step_graph needs one CUDA device and no CUDA graphs of its own from torch.compile; tower_streams needs
-    the towers called from eager code."""
+    the towers called from eager code, on one GPU."""
     model = DualEncoder(clip_config("tiny"))
     with pytest.raises(ValueError, match="step_graph=True captures a CUDA graph; the model is on cpu"):
         ContrastiveStep(model, FastConfig(step_graph=True))
     with pytest.raises(ValueError, match="compile='towers'"):
         ContrastiveStep(model, FastConfig(tower_streams=True, compile="model"))
+    with pytest.raises(ValueError, match="tower_streams=True is for one GPU"):
+        ContrastiveStep(model, FastConfig(tower_streams=True), wrap=lambda pair: pair)
 
 
 @pytest.mark.gpu

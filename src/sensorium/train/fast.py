@@ -12,7 +12,8 @@
 - `float8_blocks`: float8 matmuls in the blocks' linears (torchao), fewer bytes of activations saved.
 - `ContrastiveStep`: forward under bf16 autocast, contrastive loss in float32 (gathered across ranks),
   backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
-  synchronises with the host: the loss comes back as a device tensor.
+  synchronises with the host: the loss comes back as a device tensor. On one GPU it can run the text tower on a
+  second CUDA stream (`tower_streams`) and replay the whole step as one CUDA graph (`StepGraph`).
 - `memory_advice`: CUDA out-of-memory re-raised with the options that lower memory.
 - `count_flops`, `time_steps`, `synthetic_batch`: what the benchmarks measure with.
 """
@@ -406,6 +407,7 @@ class ContrastiveStep:
             return self._step(pixels, ids)
 
     def _step(self, pixels: torch.Tensor, ids: torch.Tensor, zero_grad: bool = True) -> torch.Tensor:
+        """Micro-batches, backward, clipping and the optimizer; `zero_grad=False` when captured in a CUDA graph."""
         n = self.cfg.accum
         total = None
         for i, (p, t) in enumerate(zip(pixels.chunk(n), ids.chunk(n))):
@@ -426,6 +428,9 @@ def check_graph_options(cfg: FastConfig, device: torch.device, distributed: bool
     if cfg.tower_streams and cfg.compile in ("model", "step"):
         raise ValueError(f"tower_streams=True runs the towers on two streams from eager code: use compile='towers', "
                          f"'blocks' or 'none', not {cfg.compile!r}")
+    if cfg.tower_streams and distributed:
+        raise ValueError("tower_streams=True is for one GPU: DDP/FSDP2 gradient hooks on a second stream are not "
+                         "verified")
     if not cfg.step_graph:
         return
     if device.type != "cuda":
