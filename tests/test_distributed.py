@@ -169,12 +169,12 @@ def test_ranks_time_the_same_number_of_steps(tmp_path):
 
 
 @pytest.mark.parametrize("option", [("--fp8", "tensorwise"), ("--mlp-kernel", "cublaslt"), ("--mlp-kernel", "quack"),
-                                    ("--attention", "cudnn+fa4")])
+                                    ("--attention", "cudnn+fa4"), ("--compile", "towers", "--compile-backend", "aot_eager")])
 def test_block_kernels_train_under_fsdp2_and_ddp(tmp_path, option):
     """--fp8 converts the blocks before DDP/FSDP2 wraps them (FSDP2 shards Float8Linear's weights; converting
     afterwards mixes plain tensors with DTensors), and the epilogue MLP's and packed attention's custom ops see
     FSDP2's unsharded weights: both strategies train and agree (float8 emulated, custom ops as PyTorch math on
-    CPU)."""
+    CPU). Each tower compiled as its own graph (traced by aot_eager) trains under both as well."""
     if option[0] == "--fp8":
         pytest.importorskip("torchao.float8")
     losses = {}
