@@ -13,7 +13,7 @@
 - `ContrastiveStep`: forward under bf16 autocast, contrastive loss in float32 (gathered across ranks),
   backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
   synchronises with the host: the loss comes back as a device tensor. On one GPU it can run the text tower on a
-  second CUDA stream (`tower_streams`) and replay the whole step as one CUDA graph (`StepGraph`).
+  second CUDA stream (`tower_streams`) and replay the whole step as one CUDA graph (`step_graph.StepGraph`).
 - `memory_advice`: CUDA out-of-memory re-raised with the options that lower memory.
 - `count_flops`, `time_steps`, `synthetic_batch`: what the benchmarks measure with.
 """
@@ -34,6 +34,7 @@ from ..models.dual_encoder import DualEncoder, DualEncoderConfig
 from ..nn import MLP, Block
 from ..nn.transformer import ACTIVATIONS
 from ..objectives import LOSSES
+from .step_graph import StepGraph
 from .trainer import TrainConfig, make_optimizer
 
 # open_clip's model configs (open_clip/model_configs/<name>.json, v3.3.0) plus a tiny one for CPU tests.
@@ -440,51 +441,6 @@ def check_graph_options(cfg: FastConfig, device: torch.device, distributed: bool
     if cfg.compile_mode in ("reduce-overhead", "max-autotune"):
         raise ValueError(f"step_graph=True captures the step itself; compile_mode={cfg.compile_mode!r} would capture "
                          f"CUDA graphs inside it: use 'default' or 'max-autotune-no-cudagraphs'")
-
-
-GRAPH_WARMUP = 2  # eager steps (compilation, autotuning, optimizer state) before the step graph is captured
-
-
-class StepGraph:
-    """Runs `step(pixels, ids, zero_grad)` eagerly for GRAPH_WARMUP calls (on a side stream, as CUDA graph
-    capture wants), then captures one call into a CUDA graph and from there on copies each batch into the
-    graph's input buffers and replays it. The gradients stay in the graph's memory (written, not accumulated, by
-    each replay); the returned loss is a copy, valid after later replays."""
-
-    # thread_local: other threads' CUDA calls (a data feeder's copies, say) must not invalidate the capture, as
-    # they did under torch.cuda.graph's default "global" mode (a step fed from shards failed at capture)
-    capture_error_mode = "thread_local"
-
-    def __init__(self, step: Callable[..., torch.Tensor]):
-        self.step, self.calls = step, 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.inputs: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.loss: torch.Tensor | None = None
-
-    def __call__(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.graph is None and self.calls <= GRAPH_WARMUP:
-            side = torch.cuda.Stream(pixels.device)
-            side.wait_stream(torch.cuda.current_stream(pixels.device))
-            with torch.cuda.stream(side):
-                loss = self.step(pixels, ids)
-            torch.cuda.current_stream(pixels.device).wait_stream(side)
-            return loss
-        if self.graph is None:
-            self.inputs = (pixels.clone(), ids.clone())
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode=self.capture_error_mode):
-                self.loss = self.step(*self.inputs, zero_grad=False)
-            self.graph = graph
-        static_pixels, static_ids = self.inputs
-        if pixels.shape != static_pixels.shape or ids.shape != static_ids.shape:
-            raise ValueError(f"step_graph=True replays a graph captured for pixels {tuple(static_pixels.shape)} "
-                             f"and ids {tuple(static_ids.shape)}; got {tuple(pixels.shape)} and "
-                             f"{tuple(ids.shape)} (drop the last partial batch, or use step_graph=False)")
-        static_pixels.copy_(pixels, non_blocking=True)
-        static_ids.copy_(ids, non_blocking=True)
-        self.graph.replay()
-        return self.loss.clone()
 
 
 def synthetic_batch(cfg: DualEncoderConfig, batch: int, device: torch.device | str, seed: int = 0
