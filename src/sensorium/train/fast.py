@@ -355,20 +355,14 @@ class ContrastiveStep:
         self.module = accelerate(self.wrapped, cfg)
         self.loss = LOSSES[cfg.loss](local_loss=cfg.local_loss)
         attention_backend(cfg.attention)  # validate now, not at the first step
-        if cfg.attention in ("fa4", "cudnn+fa4") and device.type == "cuda":
+        if device.type == "cuda":
             from ..nn.flash_qkv import fa4_available
-
-            if not fa4_available(device):
-                raise RuntimeError(f"attention={cfg.attention!r} needs the flash-attn-4 package and a compute "
-                                   f"capability 9.x or 10.x GPU ({torch.cuda.get_device_name(device)}); "
-                                   f"pip install 'sensorium[fa4]'")
-        if cfg.mlp_kernel == "quack" and device.type == "cuda":
             from ..nn.fused_mlp import quack_available
 
-            if not quack_available(device):
-                raise RuntimeError(f"mlp_kernel='quack' needs the quack-kernels package and a compute capability "
-                                   f"9.x or 10.x GPU ({torch.cuda.get_device_name(device)}); "
-                                   f"pip install 'sensorium[quack]'")
+            if cfg.attention in ("fa4", "cudnn+fa4"):
+                _require(fa4_available, device, f"attention={cfg.attention!r}", "flash-attn-4", "fa4")
+            if cfg.mlp_kernel == "quack":
+                _require(quack_available, device, "mlp_kernel='quack'", "quack-kernels", "quack")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay),
                                         capturable=cfg.step_graph)
@@ -422,6 +416,14 @@ class ContrastiveStep:
         if zero_grad:
             self.optimizer.zero_grad(set_to_none=True)
         return total
+
+
+def _require(available: Callable[[torch.device], bool], device: torch.device, option: str, package: str,
+             extra: str) -> None:
+    """A clear error when `option` needs optional GPU kernels that `device` cannot run."""
+    if not available(device):
+        raise RuntimeError(f"{option} needs the {package} package and a compute capability 9.x or 10.x GPU "
+                           f"({torch.cuda.get_device_name(device)}); pip install 'sensorium[{extra}]'")
 
 
 def check_graph_options(cfg: FastConfig, device: torch.device, distributed: bool) -> None:
