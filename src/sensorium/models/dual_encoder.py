@@ -28,6 +28,9 @@ class VisionConfig:
     norm_after_pool: bool = False  # final norm on the pooled vector only (open_clip final_ln_after_pool)
     proj_dim: int | None = 512  # None: no projection (SigLIP)
     proj_bias: bool = False
+    # pool "cls": the last block computes only the class token's row (its attention still reads every token):
+    # the same embedding, ~1/depth less work. Per-token features (`tokens`) are always computed in full
+    prune_last_block: bool = True
 
 
 @dataclass
@@ -44,6 +47,7 @@ class TextConfig:
     pad_token_id: int = 0
     proj_dim: int | None = 512
     proj_bias: bool = False
+    prune_last_block: bool = True  # the last block computes only the pooled token's row (as VisionConfig)
 
 
 @dataclass
@@ -108,15 +112,19 @@ class VisionTower(nn.Module):
         conv = self.patch_embed
         return F.linear(patches.reshape(b, gh * gw, c * p * p), conv.weight.flatten(1), conv.bias)
 
-    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Per-token features [B, T, D] after the transformer (before the final norm)."""
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The transformer's input [B, T, D]: patch tokens, class token, positions, pre-norm."""
         x = self.embed_patches(pixels)
         if self.class_embed is not None:
             x = torch.cat([self.class_embed.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
         if x.shape[1] != self.pos_embed.shape[0]:
             raise ValueError(f"image gives {x.shape[1]} tokens but the model has {self.pos_embed.shape[0]} "
                              f"positions (expected {self.cfg.image_size}px images)")
-        return self.transformer(self.pre_norm(x + self.pos_embed.to(x.dtype)))
+        return self.pre_norm(x + self.pos_embed.to(x.dtype))
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-token features [B, T, D] after the transformer (before the final norm)."""
+        return self.transformer(self.embed(pixels))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens [B, T, D] -> one vector [B, D] by the configured head."""
@@ -134,7 +142,12 @@ class VisionTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, out_dim]."""
-        pooled = self.pool(self.tokens(pixels))
+        if self.cfg.pool == "cls" and self.cfg.prune_last_block:  # the class token's row only: x[:, 0] below
+            x = self.embed(pixels)
+            x = self.transformer(x, keep=torch.zeros(x.shape[0], 1, dtype=torch.long, device=x.device))
+        else:
+            x = self.tokens(pixels)
+        pooled = self.pool(x)
         return self.proj(pooled) if self.proj is not None else pooled
 
 
@@ -156,34 +169,51 @@ class TextTower(nn.Module):
         """Size of the output features."""
         return self.cfg.proj_dim or self.cfg.transformer.dim
 
-    def tokens(self, ids: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-token features [B, L, D] after the final norm; `padding` [B, L] is True on real tokens."""
-        if ids.shape[1] > self.cfg.context_length:
-            raise ValueError(f"text of {ids.shape[1]} tokens exceeds context_length={self.cfg.context_length}")
-        x = self.token_embed(ids) + self.pos_embed[: ids.shape[1]]
-        mask = attention_mask(padding, ids.shape[1], ids.shape[1], causal=self.cfg.causal) \
-            if padding is not None and self.cfg.mask_padding else None
-        x = self.transformer(x, mask=mask, is_causal=self.cfg.causal and mask is None)
+    def tokens(self, ids: torch.Tensor, padding: torch.Tensor | None = None,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token features [B, L, D] after the final norm; `padding` [B, L] is True on real tokens. With
+        `keep` [B, K] (positions) only those rows, [B, K, D], and the last block computes only them."""
+        length = ids.shape[1]
+        if length > self.cfg.context_length:
+            raise ValueError(f"text of {length} tokens exceeds context_length={self.cfg.context_length}")
+        x = self.token_embed(ids) + self.pos_embed[:length]
+        padding = padding if self.cfg.mask_padding else None
+        mask = attention_mask(padding, length, length, causal=self.cfg.causal) if padding is not None else None
+        keep_mask = None
+        if keep is not None and (self.cfg.causal or padding is not None):  # queries at `keep`, keys everywhere
+            keep_mask = torch.ones(*keep.shape, length, dtype=torch.bool, device=ids.device)
+            if self.cfg.causal:
+                keep_mask = torch.arange(length, device=ids.device) <= keep[..., None]
+            if padding is not None:
+                keep_mask = keep_mask & padding.bool()[:, None, :]
+            keep_mask = (keep_mask | ~keep_mask.any(-1, keepdim=True))[:, None]  # as attention_mask: no empty row
+        x = self.transformer(x, mask=mask, is_causal=self.cfg.causal and mask is None, keep=keep,
+                             keep_mask=keep_mask)
         return self.final_norm(x)
 
-    def pool(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Tokens [B, L, D] -> [B, D] at the configured position (EOS, highest id, last or first)."""
+    def pool_index(self, ids: torch.Tensor) -> torch.Tensor:
+        """Position [B] of the pooled token in each row of ids [B, L] (EOS, highest id, last or first)."""
         kind = self.cfg.pool
         if kind == "last":
-            return x[:, -1]
+            return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
         if kind == "first":
-            return x[:, 0]
+            return torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
         if kind == "argmax":
-            index = ids.argmax(dim=-1)
-        elif kind == "eos":
-            index = (ids == self.cfg.eos_token_id).int().argmax(dim=-1)
-        else:
-            raise ValueError(f"unknown text pool {kind!r}")
-        return x[torch.arange(x.shape[0], device=x.device), index]
+            return ids.argmax(dim=-1)
+        if kind == "eos":
+            return (ids == self.cfg.eos_token_id).int().argmax(dim=-1)
+        raise ValueError(f"unknown text pool {kind!r}")
+
+    def pool(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Tokens [B, L, D] -> [B, D] at the configured position (`pool_index`)."""
+        return x[torch.arange(x.shape[0], device=x.device), self.pool_index(ids)]
 
     def forward(self, ids: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L] -> [B, out_dim]."""
-        pooled = self.pool(self.tokens(ids, padding), ids)
+        if self.cfg.prune_last_block:  # the pooled row only
+            pooled = self.tokens(ids, padding, keep=self.pool_index(ids)[:, None])[:, 0]
+        else:
+            pooled = self.pool(self.tokens(ids, padding), ids)
         return self.proj(pooled) if self.proj is not None else pooled
 
 

@@ -113,8 +113,20 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None,
-                layer: int = 0, groups: torch.Tensor | int | None = None) -> torch.Tensor:
-        """[B, T, dim] -> [B, T, dim]; arguments as in `Attention.forward`, `groups` routes modality experts."""
+                layer: int = 0, groups: torch.Tensor | int | None = None,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, dim] -> [B, T, dim]; arguments as in `Attention.forward`, `groups` routes modality experts.
+        With `keep` [B, K] (positions) the output is those rows only, [B, K, dim]: queries from the K rows, keys
+        and values from all T (`mask` then [B|1, 1, K, T]), and the output projection, MLP, norms and residuals
+        on K rows: what a model pooling one position needs of its last block."""
+        if keep is not None:
+            if rope is not None or cache is not None or groups is not None or is_causal:
+                raise ValueError("keep= (the block at chosen positions) does not combine with rope, cache, groups "
+                                 "or is_causal (pass the [B, 1, K, T] mask)")
+            h = self.norm1(x)
+            rows = keep[..., None].expand(-1, -1, x.shape[-1])
+            x = x.gather(1, rows) + self.attn(h.gather(1, rows), mask=mask, context=h)
+            return x + self.mlp(self.norm2(x))
         x = x + self.attn(self.norm1(x), mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer)
         return x + self.mlp(self.norm2(x), groups)
 
@@ -130,8 +142,16 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: KVCache | None = None,
-                groups: torch.Tensor | int | None = None) -> torch.Tensor:
-        """[B, T, dim] -> [B, T, dim] through every block."""
-        for i, block in enumerate(self.blocks):
+                groups: torch.Tensor | int | None = None, keep: torch.Tensor | None = None,
+                keep_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, dim] -> [B, T, dim] through every block. With `keep` [B, K] (positions) only those rows are
+        wanted: the last block computes just them (`Block.forward`'s keep=, attention mask `keep_mask`
+        [B|1, 1, K, T]) and the result is [B, K, dim], the rows the full stack gives there."""
+        if keep is not None and (rope is not None or cache is not None or groups is not None):
+            raise ValueError("keep= (the last block at chosen positions) does not combine with rope, cache or groups")
+        if keep is not None and not len(self.blocks):
+            return x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
+        blocks = self.blocks if keep is None else self.blocks[:-1]
+        for i, block in enumerate(blocks):
             x = block(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=i, groups=groups)
-        return x
+        return x if keep is None else self.blocks[-1](x, mask=keep_mask, layer=len(blocks), keep=keep)

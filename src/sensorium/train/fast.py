@@ -150,11 +150,12 @@ def _patch_block(block: Block, run: Callable[..., torch.Tensor], recompute: bool
     original = block.forward
 
     def forward(x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, rope=None,
-                cache=None, layer: int = 0, groups=None) -> torch.Tensor:
+                cache=None, layer: int = 0, groups=None, keep=None) -> torch.Tensor:
         if cast and torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
-        if rope is not None or cache is not None or groups is not None:  # experts routing: the general path
-            return original(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer, groups=groups)
+        if rope is not None or cache is not None or groups is not None or keep is not None:  # the general path
+            return original(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, layer=layer, groups=groups,
+                            keep=keep)
         return run(block, x, mask, is_causal, recompute and torch.is_grad_enabled())
 
     block.forward = forward
