@@ -7,8 +7,8 @@ and the time the GPU sat idle.
     PYTHONPATH=src python3 bench/profile_step.py --model tiny --batch-size 8 --out /tmp/prof   # CPU check
 
 A variant is a comma list of FastConfig fields (compile, compile_mode, attention, checkpoint, fp8, ...),
-torch._inductor.config settings (inductor.coordinate_descent_tuning=1) and TransformerConfig fields of both
-towers (model.fused_qkv=0); variants are separated by ';'. The
+torch._inductor.config settings (inductor.coordinate_descent_tuning=1) and fields of both towers' TransformerConfig
+or of both tower configs (model.fused_qkv=0, model.prune_last_block=0); variants are separated by ';'. The
 FX graph cache is off unless --graph-cache (its key misses the SDPA backend choice, so a cached graph could
 stand in for another variant's). OUT/profile_step.json names the device and is rewritten after every variant.
 """
@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
-from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
+from sensorium.models.dual_encoder import DualEncoder, TextConfig, VisionConfig  # noqa: E402
 from sensorium.nn import TransformerConfig  # noqa: E402
 from train_throughput import H100_BF16_DENSE, device_info, reset_peak  # noqa: E402
 from sensorium.train.fast import (ContrastiveStep, FastConfig, clip_config, count_flops, sync,  # noqa: E402
@@ -68,7 +68,7 @@ def _value(text: str, like: Any) -> Any:
 def parse_variant(text: str) -> tuple[FastConfig, dict[str, Any], dict[str, Any]]:
     """'compile=model,attention=cudnn,inductor.coordinate_descent_tuning=1,model.fused_qkv=0' -> FastConfig
     with those fields, the torch._inductor.config settings (inductor.<name>) to patch while the variant compiles
-    and runs, and TransformerConfig fields (model.<name>) set on both towers."""
+    and runs, and fields of both towers (model.<name>: their TransformerConfig's, else their own config's)."""
     import torch._inductor.config as inductor_config
 
     cfg, inductor, model = FastConfig(), {}, {}
@@ -76,11 +76,11 @@ def parse_variant(text: str) -> tuple[FastConfig, dict[str, Any], dict[str, Any]
     known = inductor_config.get_config_copy()
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
-        if sep and key.startswith("model."):  # a TransformerConfig field of both towers, e.g. model.fused_qkv=0
-            name = key.removeprefix("model.")
-            like = getattr(TransformerConfig(), name, _MISSING)
-            if like is _MISSING:
-                raise ValueError(f"variant {text!r}: TransformerConfig has no {name!r}")
+        if sep and key.startswith("model."):  # a field of both towers' TransformerConfig or of both tower
+            name = key.removeprefix("model.")  # configs, e.g. model.fused_qkv=0, model.prune_last_block=0
+            like = getattr(TransformerConfig(), name, getattr(VisionConfig(), name, _MISSING))
+            if like is _MISSING or not hasattr(TransformerConfig(), name) and not hasattr(TextConfig(), name):
+                raise ValueError(f"variant {text!r}: neither TransformerConfig nor both tower configs have {name!r}")
             model[name] = _value(value, like)
             continue
         if sep and key.startswith("inductor."):
@@ -153,7 +153,7 @@ def _profile_variant(name: str, cfg: FastConfig, overrides: dict[str, Any], args
     model_cfg = clip_config(args.model)
     for tower in (model_cfg.vision, model_cfg.text):
         for key, value in overrides.items():
-            setattr(tower.transformer, key, value)
+            setattr(tower.transformer if hasattr(tower.transformer, key) else tower, key, value)
     pixels, ids = synthetic_batch(model_cfg, args.batch_size, device)
     torch.manual_seed(0)
     with device:

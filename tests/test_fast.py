@@ -173,7 +173,7 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
     doc = _bench("--out", str(tmp_path), "--world-shards", "48")
     assert doc["status"] == "done" and doc["device"]["type"] == "cpu"
     rows = {r["name"]: r for r in doc["rows"]}
-    assert len(rows) == 18  # including the epilogue-MLP (cuBLASLt, quack), FA4 and step-graph rows (math on CPU)
+    assert len(rows) == 19  # including the epilogue-MLP (cuBLASLt, quack), FA4 and step-graph rows (math on CPU)
     for name, row in rows.items():
         assert row["status"] in ("ok", "skipped"), (name, row.get("error"), row.get("traceback"))
         if row["impl"] == "sensorium":
@@ -183,6 +183,8 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
     assert train["dynamo"] == {"unique_graphs": 2, "graph_breaks": 0}
     graphed = rows["train/sensorium/tiny/compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+cdt"]
     assert graphed["note"] == "step_graph off: no CUDA device" and graphed["inductor"]
+    full = rows["train/sensorium/tiny/compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+full-last-block"]
+    assert full["tower_config"] == {"prune_last_block": False} and full["flops_per_sample"] > graphed["flops_per_sample"]
     assert rows["embed/sensorium/tiny/eager"]["images_per_s"] > 0
     assert "sensorium_samples_per_s" in doc["summary"]["tiny"]
     real = rows["train/sensorium/tiny/compile-model+shards"]  # fed from World shards written by the bench
