@@ -181,9 +181,8 @@ class TextTower(nn.Module):
         mask = attention_mask(padding, length, length, causal=self.cfg.causal) if padding is not None else None
         keep_mask = None
         if keep is not None and (self.cfg.causal or padding is not None):  # queries at `keep`, keys everywhere
-            keep_mask = torch.ones(*keep.shape, length, dtype=torch.bool, device=ids.device)
-            if self.cfg.causal:
-                keep_mask = torch.arange(length, device=ids.device) <= keep[..., None]
+            keep_mask = torch.arange(length, device=ids.device) <= keep[..., None] if self.cfg.causal else \
+                torch.ones(*keep.shape, length, dtype=torch.bool, device=ids.device)
             if padding is not None:
                 keep_mask = keep_mask & padding.bool()[:, None, :]
             keep_mask = (keep_mask | ~keep_mask.any(-1, keepdim=True))[:, None]  # as attention_mask: no empty row
