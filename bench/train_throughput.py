@@ -39,6 +39,9 @@ from sensorium.train.trainer import TrainConfig, make_optimizer  # noqa: E402
 from shard_feed import jpeg_shards, world_shards  # noqa: E402
 
 H100_BF16_DENSE = 989e12
+# the fastest step: each tower compiled, quack MLP, cuDNN/FA4 attention, the text tower on its own stream, one graph
+STEP_GRAPH = {"compile": "towers", "mlp_kernel": "quack", "attention": "cudnn+fa4", "step_graph": True,
+              "tower_streams": True}
 VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<variant>+shards" feeds it from shards
     "eager": {"compile": "none"}, "compile": {"compile": "blocks"}, "compile-model": {"compile": "model"},
     "compile-model+epilogue-mlp": {"compile": "model", "mlp_kernel": "cublaslt"},
@@ -50,16 +53,13 @@ VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<varia
                                                         "attention": "cudnn+fa4", "compile_mode": "reduce-overhead"},
     "compile-model+quack-mlp+cudnn-fa4+cudagraphs": {"compile": "model", "mlp_kernel": "quack",
                                                      "attention": "cudnn+fa4", "compile_mode": "reduce-overhead"},
-    "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams": {
-        "compile": "towers", "mlp_kernel": "quack", "attention": "cudnn+fa4", "step_graph": True,
-        "tower_streams": True},
-    "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+cdt": {  # "inductor": torch._inductor.config patch
-        "compile": "towers", "mlp_kernel": "quack", "attention": "cudnn+fa4", "step_graph": True,
-        "tower_streams": True, "inductor": {"coordinate_descent_tuning": True}},
+    "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams": STEP_GRAPH,
+    # "inductor": a torch._inductor.config patch while the row compiles and runs
+    "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+cdt": {
+        **STEP_GRAPH, "inductor": {"coordinate_descent_tuning": True}},
     # "towers": fields set in both towers' configs (here: the last block in full, as before it was pruned)
     "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+full-last-block": {
-        "compile": "towers", "mlp_kernel": "quack", "attention": "cudnn+fa4", "step_graph": True,
-        "tower_streams": True, "towers": {"prune_last_block": False}},
+        **STEP_GRAPH, "towers": {"prune_last_block": False}},
     "compile+checkpoint": {"compile": "blocks", "checkpoint": True}}
 SHARDS = "+shards"
 
