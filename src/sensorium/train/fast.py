@@ -14,7 +14,8 @@
   backward, fused AdamW, gradient accumulation with DDP/FSDP2 sync only on the last micro-batch. It never
   synchronises with the host: the loss comes back as a device tensor. On one GPU it can run the text tower on a
   second CUDA stream (`tower_streams`) and replay the whole step as one CUDA graph (`step_graph.StepGraph`).
-- `memory_advice`: CUDA out-of-memory re-raised with the options that lower memory.
+- `memory_advice` (train/memory_advice.py, re-exported): CUDA out-of-memory re-raised with the options that
+  lower memory.
 - `count_flops`, `time_steps`, `synthetic_batch`: what the benchmarks measure with.
 """
 
@@ -22,9 +23,9 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ from ..models.dual_encoder import DualEncoder, DualEncoderConfig
 from ..nn import MLP, Block
 from ..nn.transformer import ACTIVATIONS
 from ..objectives import LOSSES
+from .memory_advice import OutOfMemoryAdvice, memory_advice  # noqa: F401 (OutOfMemoryAdvice re-exported)
 from .step_graph import StepGraph
 from .trainer import TrainConfig, make_optimizer
 
@@ -52,20 +54,6 @@ MODEL_CFGS: dict[str, dict[str, Any]] = {
              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
              "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 2}},
 }
-
-MEMORY_OPTIONS = (
-    "a smaller batch per GPU (--batch-size)",
-    "gradient accumulation (--accum N, FastConfig.accum): the same samples per optimizer step in N micro-batches, "
-    "about N times less activation memory (each contrastive loss then sees batch/N negatives)",
-    "activation checkpointing (--checkpoint, FastConfig.checkpoint): blocks are recomputed in backward "
-    "(about a third more compute)",
-    "local loss (--local-loss, FastConfig.local_loss; several GPUs): each rank scores its own rows against the "
-    "global batch, B_local x B_global logits instead of B_global x B_global",
-    "FSDP2 (--strategy fsdp; several GPUs): parameters, gradients and optimizer state are sharded",
-    "float8 matmuls (FastConfig.fp8='tensorwise'; torchao, an H100-class GPU): about a third less peak memory "
-    "at ViT-B/L sizes, but 10-20% slower there",
-)
-
 
 def clip_config(name: str) -> DualEncoderConfig:
     """DualEncoderConfig with the dimensions of open_clip model `name` (see MODEL_CFGS), fused QKV."""
@@ -304,31 +292,6 @@ class ContrastivePair(nn.Module):
         return image, text, m.logit_scale, bias
 
 
-class OutOfMemoryAdvice(torch.OutOfMemoryError):
-    """CUDA out of memory, with the options that lower memory in the message."""
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
-@contextmanager
-def memory_advice(context: str) -> Iterator[None]:
-    """Re-raise CUDA out-of-memory inside the block as OutOfMemoryAdvice naming what lowers memory."""
-    try:
-        yield
-    except torch.OutOfMemoryError as err:
-        if isinstance(err, OutOfMemoryAdvice):
-            raise
-        where = ""
-        if torch.cuda.is_available():
-            free, total = torch.cuda.mem_get_info()
-            where = f" (peak {_gib(torch.cuda.max_memory_allocated())} allocated by PyTorch; " \
-                    f"{_gib(free)} free of {_gib(total)} on {torch.cuda.get_device_name()})"
-        options = "\n".join(f"  - {o}" for o in MEMORY_OPTIONS)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise OutOfMemoryAdvice(f"out of GPU memory during {context}{where}. Options that lower memory:\n"
-                                f"{options}\nOriginal error: {first}") from err
 
 
 class ContrastiveStep:
