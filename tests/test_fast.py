@@ -53,7 +53,7 @@ def test_presets_have_open_clip_dimensions():
         clip_config("ViT-X")
 
 
-def test_compile_and_checkpoint_variants_give_the_sametiny_losses():
+def test_compile_and_checkpoint_variants_give_the_same_losses():
     """Float32: regional compile (traced by aot_eager), whole-model compile and activation checkpointing
     change how the step runs, not what it computes."""
     reference = tiny_losses(FastConfig(bf16=False))
@@ -106,7 +106,7 @@ def test_patch_keeps_state_dict_and_kv_cache_path():
     torch.testing.assert_close(patched(x[:, 3:], is_causal=True, cache=c1), plain(x[:, 3:], is_causal=True, cache=c2))
 
 
-def test_gradient_accumulation_averages_micro_batchtiny_losses():
+def test_gradient_accumulation_averages_micro_batch_losses():
     torch.manual_seed(0)
     a = DualEncoder(clip_config("tiny"))
     b = DualEncoder(clip_config("tiny"))
