@@ -17,7 +17,7 @@ from sensorium.eval.harness import evaluate, load_run, run_features
 from sensorium.eval.retrieval import chance_metrics, ranks, summarize
 from _machine import machine  # bench/_machine.py: platform, CPU, versions, commit
 from sensorium.train.align import run_alignment
-from sensorium.train.cli import load_align_config
+from sensorium.cli.align import load_align_config
 
 CANDIDATES = ("speech-minilm", "logmel-stats")
 PAIRS = ("audio->image", "audio->text", "image->audio", "text->audio")

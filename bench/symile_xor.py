@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import RESULTS, save  # noqa: E402
 
-from sensorium.config import load_config, to_dict  # noqa: E402
+from sensorium.core.config import load_config, to_dict  # noqa: E402
 from sensorium.train.xor import XorConfig, plot_xor, run_xor  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sensorium.towers import build_tower
+from sensorium.encoders import build_tower
 
 
 def throughput(name: str, values: list[Any], repeats: int) -> float:

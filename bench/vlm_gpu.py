@@ -91,7 +91,7 @@ def throughput(tiny: bool, device: torch.device) -> dict[str, Any]:
     import transformers
 
     from sensorium.models.generation import GRAPH_FAILURES, GenerationConfig, generate_ids
-    from sensorium.towers import load_pretrained
+    from sensorium.interop import load_pretrained
 
     shape = TINY_LM if tiny else SMOLLM2_135M
     prompt_len, new = (16, 8) if tiny else (64, 256)

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import save  # noqa: E402
 
-from sensorium.config import load_config, to_dict  # noqa: E402
+from sensorium.core.config import load_config, to_dict  # noqa: E402
 from sensorium.train.unified import UnifiedRecipe, run_unified  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

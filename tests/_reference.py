@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sensorium.towers.preprocess import bytes_to_unicode
+from sensorium.interop.preprocess import bytes_to_unicode
 
 TEXTS = ["a photo of a cat", "A DOG, running!", "the the the cat sat on the mat with a dog and another cat"]
 PARITY: dict[str, float] = {}  # name -> max abs diff, printed at the end of the session

@@ -4,12 +4,12 @@ import pytest
 import torch
 import yaml
 
-from sensorium.config import to_dict
+from sensorium.core.config import to_dict
 from sensorium.data.batches import FeatureBatches
 from sensorium.data.features import FeatureSet
 from sensorium.models.aligned import AlignedConfig, AlignedModel, HeadConfig
 from sensorium.train.align import AlignConfig, StageConfig, train_stage, val_recall
-from sensorium.train.cli import load_align_config
+from sensorium.cli.align import load_align_config
 from sensorium.train.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from _reference import TEXTS, TINY_ENCODER, make_hf_clip, max_diff, perturb, random_images  # noqa: E402
-from sensorium.towers import export_pretrained, load_pretrained  # noqa: E402
+from sensorium.interop import export_pretrained, load_pretrained  # noqa: E402
 
 TOL = 1e-4
 

@@ -13,7 +13,9 @@ transformers = pytest.importorskip("transformers")
 from _reference import TEXTS, make_hf_clip, perturb, random_images  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from sensorium.cli import main  # noqa: E402
-from sensorium.towers import CheckpointError, build_tower, load_pretrained  # noqa: E402
+from sensorium.encoders import build_tower
+from sensorium.core.files import CheckpointError
+from sensorium.interop import load_pretrained  # noqa: E402
 
 LLAMA = dict(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
              num_key_value_heads=1, max_position_embeddings=32)

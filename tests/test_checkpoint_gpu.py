@@ -9,7 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from _reference import TEXTS, make_hf_clip, perturb, random_images  # noqa: E402
-from sensorium.towers import load_pretrained  # noqa: E402
+from sensorium.interop import load_pretrained  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 BF16_TOL = 3e-2

@@ -10,7 +10,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from _reference import TEXTS, max_diff, perturb  # noqa: E402
-from sensorium.towers import export_pretrained, load_pretrained  # noqa: E402
+from sensorium.interop import export_pretrained, load_pretrained  # noqa: E402
 
 TOL = 1e-4
 BASE = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,

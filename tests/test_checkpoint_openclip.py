@@ -14,8 +14,8 @@ open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("transformers")
 
 from _reference import TEXTS, max_diff, perturb, random_images  # noqa: E402
-from sensorium.towers import export_pretrained, load_pretrained  # noqa: E402
-from sensorium.towers.checkpoint import save_state_dict  # noqa: E402
+from sensorium.interop import export_pretrained, load_pretrained  # noqa: E402
+from sensorium.core.files import save_state_dict  # noqa: E402
 
 TOL = 1e-4
 VISION = dict(image_size=32, patch_size=8, width=32, layers=2, head_width=8, mlp_ratio=2.0)

@@ -10,7 +10,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from _reference import max_diff, perturb  # noqa: E402
-from sensorium.towers import export_pretrained, load_pretrained  # noqa: E402
+from sensorium.interop import export_pretrained, load_pretrained  # noqa: E402
 
 TOL = 1e-4
 
@@ -72,7 +72,7 @@ def test_wrong_input_length_is_a_clear_error(whisper_dir):
 
 def test_whisper_tower_resamples_and_pools(whisper_dir):
     from sensorium.modalities.audio import Waveform
-    from sensorium.towers import build_tower
+    from sensorium.encoders import build_tower
 
     tower = build_tower("hf-whisper", path=whisper_dir)
     pretrained = load_pretrained(whisper_dir)

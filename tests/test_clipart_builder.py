@@ -84,7 +84,7 @@ def test_build_counts_skips_and_is_deterministic(source, tmp_path):
 
 
 def test_missing_source_says_what_to_install(tmp_path):
-    from sensorium.towers.base import MissingDependency
+    from sensorium.core.errors import MissingDependency
 
     with pytest.raises(MissingDependency, match="apt-get install -y openclipart-svg"):
         build(ClipartConfig(source=str(tmp_path / "nope"), out=str(tmp_path / "out")), progress=False)

@@ -195,7 +195,7 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
 
 def test_byte_tokens_and_shard_feed(tmp_path):
     from sensorium.data.world import WorldConfig, write_world
-    from sensorium.towers.preprocess import OPENAI_MEAN
+    from sensorium.interop.preprocess import OPENAI_MEAN
     from sensorium.train.shard_feed import ShardFeed, byte_tokens
 
     ids = byte_tokens(["ab", "é" * 40], context=16, vocab_size=1000)

@@ -63,22 +63,22 @@ def test_masks_equal_subsetting():
     mask = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
     sub = [r[mask] for r in reps]
     scale, bias = torch.tensor(1.5), torch.tensor(-2.0)
-    assert torch.allclose(ClipLoss()(*reps[:2], scale, mask=mask), ClipLoss()(*sub[:2], scale))
-    assert torch.allclose(SigLipLoss()(*reps[:2], scale, bias, mask=mask), SigLipLoss()(*sub[:2], scale, bias))
+    assert torch.allclose(ClipLoss()(reps[:2], scale, mask=mask), ClipLoss()(sub[:2], scale))
+    assert torch.allclose(SigLipLoss()(reps[:2], scale, bias, mask=mask), SigLipLoss()(sub[:2], scale, bias))
     assert torch.allclose(SymileLoss("n_squared")(reps, scale, mask=mask), SymileLoss("n_squared")(sub, scale))
     none = torch.zeros(8, dtype=torch.bool)
-    assert ClipLoss()(*reps[:2], scale, mask=none).item() == 0.0
+    assert ClipLoss()(reps[:2], scale, mask=none).item() == 0.0
     # no mask (the path without host syncs) equals a mask that keeps every row
     every = torch.ones(8, dtype=torch.bool)
-    assert torch.allclose(ClipLoss()(*reps[:2], scale), ClipLoss()(*reps[:2], scale, mask=every))
-    assert torch.allclose(SigLipLoss()(*reps[:2], scale, bias), SigLipLoss()(*reps[:2], scale, bias, mask=every))
+    assert torch.allclose(ClipLoss()(reps[:2], scale), ClipLoss()(reps[:2], scale, mask=every))
+    assert torch.allclose(SigLipLoss()(reps[:2], scale, bias), SigLipLoss()(reps[:2], scale, bias, mask=every))
     assert torch.allclose(SymileLoss("n_squared")(reps, scale), SymileLoss("n_squared")(reps, scale, mask=every))
 
 
 def test_mismatched_batch_sizes_are_named():
     a, b = _reps(4, 3, 1)[0], _reps(5, 3, 1)[0]
     with pytest.raises(ValueError, match=r"different batch sizes \[4, 5\]"):
-        ClipLoss()(a, b, torch.tensor(0.0))
+        ClipLoss()([a, b], torch.tensor(0.0))
     with pytest.raises(ValueError, match="different batch sizes"):
         SymileLoss()([a, b, a], torch.tensor(0.0))
 
@@ -122,10 +122,10 @@ def _cases() -> list[tuple[str, str, bool, str]]:
 def _loss(kind: str, local: bool, model: _Tiny, emb: list[torch.Tensor], mask: torch.Tensor | None,
           groups: torch.Tensor) -> torch.Tensor:
     if kind.startswith("clip"):
-        return ClipLoss(local)(emb[0], emb[1], model.logit_scale, mask=mask,
+        return ClipLoss(local)(emb[:2], model.logit_scale, mask=mask,
                                groups=groups if kind == "clip_groups" else None)
     if kind == "siglip":
-        return SigLipLoss(local)(emb[0], emb[1], model.logit_scale, model.logit_bias, mask=mask)
+        return SigLipLoss(local)(emb[:2], model.logit_scale, model.logit_bias, mask=mask)
     return SymileLoss("n" if kind == "symile_n" else "n_squared", local, seed=5)(emb, model.logit_scale, mask=mask)
 
 
@@ -185,7 +185,7 @@ def test_multimodal_objective_pairs_and_symile_masks():
                "audio": torch.tensor([1, 0, 1, 1, 1, 1], dtype=torch.bool)}
     scale = torch.tensor(1.0)
     loss, logs = MultiModalObjective("clip")(reps, scale, present=present)
-    expected = [ClipLoss()(reps[a], reps[b], scale, mask=present[a] & present[b])
+    expected = [ClipLoss()([reps[a], reps[b]], scale, mask=present[a] & present[b])
                 for a, b in (("image", "text"), ("image", "audio"), ("text", "audio"))]
     assert torch.allclose(loss, sum(expected) / 3) and set(logs) == {"loss/image-text", "loss/image-audio",
                                                                      "loss/text-audio"}

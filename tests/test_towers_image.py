@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sensorium.towers import MissingDependency, build_tower
-from sensorium.towers.efficientnet import (LITE0_STAGES, EfficientNetLite0Tower, imagenet_classes,
+from sensorium.encoders import build_tower
+from sensorium.core.errors import MissingDependency
+from sensorium.encoders.efficientnet import (LITE0_STAGES, EfficientNetLite0Tower, imagenet_classes,
                                            load_lite0_package_weights)
 
 

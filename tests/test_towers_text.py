@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sensorium.towers import MissingDependency, build_tower
-from sensorium.towers.bert import MiniLMTower, SentenceBertTower, load_bert, mean_pool
+from sensorium.encoders import build_tower
+from sensorium.core.errors import MissingDependency
+from sensorium.encoders.bert import MiniLMTower, SentenceBertTower, load_bert, mean_pool
 
 SENTENCES = ["a photo of a cat", "a photo of a kitten", "a photo of a car",
              "A much longer sentence about the weather, the harbour, and the ships leaving it at dawn."]

@@ -9,7 +9,7 @@ import torch
 from _vlm import image, tokenizer
 
 from sensorium.models.vlm import MediaConfig, VisionLanguageModel, VLMConfig
-from sensorium.towers import build_tower
+from sensorium.encoders import build_tower
 from sensorium.train.vlm import StageConfig, select_parameters
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from sensorium.cli import main
-from sensorium.config import load_config
+from sensorium.core.config import load_config
 from sensorium.models.unified import UnifiedModel
 from sensorium.train.unified import UnifiedRecipe, content_key, run_unified, world_prompts
 

@@ -176,7 +176,7 @@ def test_audio_modality_through_a_qformer():
 
 def test_trainer_checkpoint_keeps_tied_weights(tmp_path):
     """Tied embeddings share memory, which safetensors refuses; the checkpoint stores copies and loads back."""
-    from sensorium.train.checkpoint import load_state, save_state
+    from sensorium.core.files import load_state, save_state
 
     m = model()
     assert m.lm.lm_head.weight.data_ptr() == m.lm.embed.weight.data_ptr()

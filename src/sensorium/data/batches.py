@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from .features import FeatureSet
+from sensorium.data.features import FeatureSet
 
 
 def seeded_rows(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:

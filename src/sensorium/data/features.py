@@ -13,8 +13,10 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..towers.base import Tower
-from .shards import SkipLog, expand_shards, iter_samples
+from sensorium.core.progress import progress_bar
+from sensorium.data.shards import SkipLog, expand_shards, iter_samples
+from sensorium.encoders.base import Tower
+from sensorium.modalities import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ class FeatureSet:
                              for i, t in enumerate(self.texts)])
 
 
+def feature_cache_dir(data: str | Path, cache_dir: str | Path = "") -> Path:
+    """Where a recipe's tower features are cached: `cache_dir`, or `<data>/.features` (shared by every run on the
+    same data, keyed inside by shards and tower)."""
+    return Path(cache_dir) if cache_dir else Path(data) / ".features"
+
+
 def _fingerprint(shards: list[Path]) -> str:
     h = hashlib.sha1()
     for shard in shards:
@@ -80,8 +88,6 @@ def cached_features(spec: Any, towers: dict[str, Tower], cache_dir: str | Path, 
         _encode_into(shards, {m: towers[m] for m in missing}, paths, index_path, device, batch_size, strict, progress)
     index = json.loads(index_path.read_text())
     if strict and index.get("skips", {}).get("total"):
-        from ..modalities import DecodeError
-
         raise DecodeError(index["skips"]["examples"][0])  # cached from an earlier non-strict pass over the same shards
     keys, texts = index["keys"], index["texts"]
     features, present = {}, {}
@@ -93,8 +99,6 @@ def cached_features(spec: Any, towers: dict[str, Tower], cache_dir: str | Path, 
 
 def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, Path], index_path: Path,
                  device: str, batch_size: int, strict: bool, progress: bool) -> None:
-    from tqdm import tqdm
-
     skips = SkipLog(strict=strict)
     want = set(towers) | {"text"}
     keys: list[str] = []
@@ -111,7 +115,7 @@ def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, 
             chunks[modality].append(([i for i, _ in rows], feats))
             pending[modality] = []
 
-    bar = tqdm(desc=f"features ({', '.join(towers)})", unit="sample", disable=not progress)
+    bar = progress_bar(desc=f"features ({', '.join(towers)})", unit="sample", disable=not progress)
     for sample in iter_samples(shards, want=want, skips=skips):
         i = len(keys)
         keys.append(f"{Path(sample['__shard__']).name}:{sample['__key__']}")

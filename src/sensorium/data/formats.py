@@ -12,9 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
-from .. import modalities
-from ..modalities import DecodeError
-from .shards import SkipLog, decode_sample, expand_shards, iter_raw, split_key
+from sensorium import modalities
+from sensorium.data.shards import SkipLog, decode_sample, expand_shards, iter_raw, split_key
+from sensorium.modalities import DecodeError
 
 
 class Source(Protocol):

@@ -3,7 +3,6 @@ sheet where a person can see it: one row per sample, a thumbnail per visual moda
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 from collections import Counter
@@ -12,7 +11,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .. import modalities
+from sensorium import modalities
+from sensorium.core.progress import progress_bar
+from sensorium.data.formats import iter_source, open_source
+from sensorium.data.shards import SkipLog
 
 THUMB = 96
 TEXT_WIDTH = 380
@@ -95,17 +97,12 @@ def inspect(spec: Any, sheet: str | Path | None = None, n_sheet: int = 16, stric
             **source_options: Any) -> dict[str, Any]:
     """Read every sample of a dataset (shards, manifest, COCO JSON or class folder), count samples and modalities,
     count skips, and draw the first `n_sheet` samples as a contact sheet."""
-    from tqdm import tqdm
-
-    from .formats import iter_source, open_source
-    from .shards import SkipLog
-
     source = open_source(spec, **source_options)
     skips = SkipLog(strict=strict)
     counts: Counter = Counter()
     shown: list[dict[str, Any]] = []
     total = 0
-    for sample in tqdm(iter_source(source, skips), desc="inspect", unit="sample", leave=False):
+    for sample in progress_bar(iter_source(source, skips), desc="inspect", unit="sample", leave=False):
         total += 1
         counts.update(n for n in sample if n in modalities.names())
         if len(shown) < n_sheet:
@@ -116,38 +113,3 @@ def inspect(spec: Any, sheet: str | Path | None = None, n_sheet: int = 16, stric
     if sheet is not None and shown:
         report["contact_sheet"] = str(contact_sheet(shown, sheet))
     return report
-
-
-def _default_sheet(spec: str) -> Path:
-    path = Path(spec)
-    return (path if path.is_dir() else path.parent) / "contact_sheet.png"
-
-
-def _run(args: argparse.Namespace) -> int:
-    sheet = None if args.no_sheet else Path(args.sheet) if args.sheet else _default_sheet(args.spec[0])
-    report = inspect(args.spec if len(args.spec) > 1 else args.spec[0], sheet, args.n, args.strict)
-    if args.json:
-        print(json.dumps(report, indent=1))
-        return 0
-    print(f"{report['samples']} samples in {report['units']} unit(s)")
-    for name, count in report["modalities"].items():
-        print(f"  {name:<14}{count:>8}  ({100.0 * count / max(1, report['samples']):.0f}%)")
-    if report["skipped"]["total"]:
-        print(f"skipped: {report['skipped']['by_reason']}")
-    if "contact_sheet" in report:
-        print(f"contact sheet: {report['contact_sheet']}")
-    return 0
-
-
-def register(commands: Any) -> None:
-    """Add `sensorium data inspect`."""
-    parser = commands.add("inspect", _run, "count samples and modalities of a dataset and draw a contact sheet",
-                          group="data")
-    parser.add_argument("spec", nargs="+", help="shards (dir, glob, brace pattern), a .jsonl/.csv manifest, "
-                                                "COCO .json or a class folder")
-    parser.add_argument("--sheet", help="contact sheet PNG path (default: contact_sheet.png beside the data)")
-    parser.add_argument("--no-sheet", action="store_true", help="only count")
-    parser.add_argument("--n", type=int, default=16, help="samples on the contact sheet")
-    parser.add_argument("--strict", action="store_true", help="stop at the first bad sample instead of skipping it")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .. import modalities
-from .formats import Source, open_source
-from .shards import SkipLog
+from sensorium import modalities
+from sensorium.data.formats import Source, open_source
+from sensorium.data.shards import SkipLog
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
 import torch
-from tqdm import tqdm
 
-from .. import modalities
-from .batches import seeded_rows
-from .formats import iter_source, open_source
-from .loader import collate
-from .shards import SkipLog
+from sensorium import modalities
+from sensorium.core.progress import progress_bar
+from sensorium.data.batches import seeded_rows
+from sensorium.data.formats import iter_source, open_source
+from sensorium.data.loader import collate
+from sensorium.data.shards import SkipLog
 
 
 class MemorySet:
@@ -24,7 +24,7 @@ class MemorySet:
         self.want = list(want)
         self.skips = SkipLog(strict=strict)
         self.samples: list[dict[str, Any]] = []
-        for sample in tqdm(iter_source(open_source(source), self.skips, self.want), desc="loading", unit="sample",
+        for sample in progress_bar(iter_source(open_source(source), self.skips, self.want), desc="loading", unit="sample",
                            disable=not progress):
             self.samples.append({k: self._compact(k, v) for k, v in sample.items()})
         if not self.samples:
@@ -48,7 +48,7 @@ class MemorySet:
             progress: bool = False) -> None:
         """Replace each sample's `name` tensor by `fn(tensor[None], length[None])[0]` trimmed to the new length:
         a fixed front end (e.g. a tokenizer's `prepare`) computed once instead of at every step."""
-        for sample in tqdm(self.samples, desc=f"preparing {name}", unit="sample", disable=not progress):
+        for sample in progress_bar(self.samples, desc=f"preparing {name}", unit="sample", disable=not progress):
             value = sample.get(name)
             if isinstance(value, torch.Tensor):
                 out, length = fn(value.float()[None], torch.tensor([value.shape[0]]))

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .. import modalities
-from ..modalities import DecodeError
+import webdataset as wds
+from braceexpand import braceexpand
+
+from sensorium import modalities
+from sensorium.modalities import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,6 @@ def expand_shards(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list
         if not found:
             raise ShardError(f"{path}: directory holds no .tar shards")
         return found
-    from braceexpand import braceexpand
 
     out: list[Path] = []
     for pattern in braceexpand(text):
@@ -202,8 +204,6 @@ class ShardWriter:
     shards on every run and machine."""
 
     def __init__(self, out_dir: str | os.PathLike, prefix: str = "shard", max_count: int = 1000):
-        import webdataset as wds
-
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._writer = wds.ShardWriter(str(self.out_dir / f"{prefix}-%06d.tar"), maxcount=max_count, verbose=0,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..modalities.audio import SAMPLE_RATE, Waveform, resample
-from ..towers.base import MissingDependency
+from sensorium.core.errors import MissingDependency
+from sensorium.modalities.audio import SAMPLE_RATE, Waveform, resample
 
 # English voices and variants that espeak-ng ships; a (voice, variant) pair gives distinct timbres.
 VOICES = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us-nyc")

@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from typing import Any, Sequence
 
-from ..towers.base import require
+from sensorium.core.errors import require
 
 SIGMA = 6.0
 

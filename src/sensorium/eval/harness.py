@@ -9,11 +9,13 @@ from typing import Any
 
 import torch
 
-from ..data.features import FeatureSet, cached_features
-from ..models.aligned import AlignedModel
-from ..towers import build_tower
-from .baselines import BASELINES
-from .retrieval import chance_metrics, ranks, summarize
+from sensorium import modalities
+from sensorium.data.features import FeatureSet, cached_features, feature_cache_dir
+from sensorium.data.shards import SkipLog
+from sensorium.eval.baselines import BASELINES
+from sensorium.eval.retrieval import pairwise_retrieval, ranks, summarize
+from sensorium.interop import build_tower
+from sensorium.models.aligned import AlignedModel
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,12 @@ def _train_features(run_dir: Path, model: AlignedModel, progress: bool) -> Featu
     recipe = run_dir / "align.yaml"
     if not recipe.exists():
         return None
-    from ..train.align import AlignConfig, feature_cache
-
-    config = AlignConfig.from_dict(yaml.safe_load(recipe.read_text()))
-    data = Path(config.data) / "train"
+    config = yaml.safe_load(recipe.read_text()) or {}
+    data = Path(config.get("data", "")) / "train"
     if not data.exists():
         log.warning("baselines skipped: the run's training data %s is gone", data)
         return None
-    return run_features(model, data, feature_cache(config), progress=progress)
+    return run_features(model, data, feature_cache_dir(config["data"], config.get("cache_dir", "")), progress=progress)
 
 
 @torch.no_grad()
@@ -54,26 +54,20 @@ def retrieval_report(model: AlignedModel, feats: FeatureSet, train: FeatureSet |
     """Metrics for every ordered pair of modalities present in `feats` (and known to the model)."""
     present = [m for m in feats.modalities if m in model.heads and bool(feats.present[m].any())]
     groups = feats.groups()
-    out: dict[str, Any] = {"retrieval": {}, "chance": {}, "baselines": {name: {} for name in BASELINES}, "pairs_n": {}}
     emb = {m: model.embed(m, feats.features[m]) for m in present}
-    for a in present:
-        for b in present:
-            if a == b:
-                continue
-            name = f"{a}->{b}"
-            mask = feats.present[a] & feats.present[b]
-            if not mask.any():
-                continue
-            g = groups[mask]
-            out["retrieval"][name] = summarize(ranks(emb[a][mask], emb[b][mask], g, g))
-            out["chance"][name] = chance_metrics(g, g)
-            out["pairs_n"][name] = int(mask.sum())
-            if train is not None and a in train.features and b in train.features:
-                tmask = train.present[a] & train.present[b]
-                for base, cls in BASELINES.items():
-                    fitted = cls().fit(train.features[a][tmask], train.features[b][tmask])
-                    q, k = fitted.source(feats.features[a][mask]), fitted.target(feats.features[b][mask])
-                    out["baselines"][base][name] = summarize(ranks(q, k, g, g))
+    pairs = pairwise_retrieval(emb, {m: feats.present[m] for m in present}, groups)
+    out: dict[str, Any] = {"retrieval": pairs["retrieval"], "chance": pairs["chance"],
+                           "baselines": {name: {} for name in BASELINES}, "pairs_n": pairs["n"]}
+    for name in pairs["retrieval"]:
+        a, b = name.split("->")
+        if train is None or a not in train.features or b not in train.features:
+            continue
+        mask, tmask = feats.present[a] & feats.present[b], train.present[a] & train.present[b]
+        g = groups[mask]
+        for base, cls in BASELINES.items():
+            fitted = cls().fit(train.features[a][tmask], train.features[b][tmask])
+            q, k = fitted.source(feats.features[a][mask]), fitted.target(feats.features[b][mask])
+            out["baselines"][base][name] = summarize(ranks(q, k, g, g))
     return out
 
 
@@ -92,8 +86,6 @@ def evaluate(run_dir: str | Path, data: Any, *, strict: bool = False, baselines:
 
 
 def _folder_images(directory: Path, strict: bool) -> tuple[list[str], list[Any], list[int], dict[str, Any]]:
-    from .. import modalities
-    from ..data.shards import SkipLog
 
     skips = SkipLog(strict=strict)
     classes = sorted(p.name for p in directory.iterdir() if p.is_dir())

@@ -4,6 +4,7 @@ images whose captions are identical) so a query is right when it ranks any membe
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,4 +58,26 @@ def chance_metrics(query_groups: torch.Tensor, gallery_groups: torch.Tensor, ks:
         miss = torch.where(m - r >= k, miss, torch.zeros_like(r))
         out[f"R@{k}"] = round(100.0 * (1 - miss).mean().item(), 2)
     out["median_rank"] = float(((m + 1) / (r + 1)).median().item())
+    return out
+
+
+def pairwise_retrieval(emb: dict[str, torch.Tensor], present: dict[str, torch.Tensor], groups: torch.Tensor
+                     ) -> dict[str, Any]:
+    """R@1/5/10 and median rank for every ordered pair (query -> gallery) over samples holding both modalities;
+    samples of one group (same content) are interchangeable targets. Chance for the same galleries alongside. The
+    one all-pairs implementation: the composer's, the unified encoder's and the benchmark harness's reports."""
+    out: dict[str, Any] = {"retrieval": {}, "chance": {}, "n": {}}
+    names = list(emb)
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            both = present[a] & present[b]
+            if not bool(both.any()):
+                continue  # no sample holds both: no retrieval to score
+            g = groups[both]
+            key = f"{a}->{b}"
+            out["retrieval"][key] = retrieval_metrics(emb[a][both], emb[b][both], g, g)
+            out["chance"][key] = chance_metrics(g, g)
+            out["n"][key] = int(both.sum())
     return out

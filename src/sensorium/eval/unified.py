@@ -8,9 +8,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data.memory import MemorySet
-from ..models.unified import UnifiedModel
-from .retrieval import chance_metrics, retrieval_metrics
+from sensorium.data.memory import MemorySet
+from sensorium.models.unified import UnifiedModel
 
 
 @torch.no_grad()
@@ -26,25 +25,6 @@ def embed_set(model: UnifiedModel, data: MemorySet, modalities: Sequence[str], b
             emb[m].append(out[m].float().cpu())
             present[m].append(batch["present"][m].cpu())
     return {m: torch.cat(v) for m, v in emb.items()}, {m: torch.cat(v) for m, v in present.items()}
-
-
-def retrieval_report(emb: dict[str, torch.Tensor], present: dict[str, torch.Tensor], groups: torch.Tensor
-                     ) -> dict[str, Any]:
-    """R@1/5/10 and median rank for every ordered pair (query -> gallery) over samples holding both modalities;
-    samples of one group (same content) are interchangeable targets. Chance for the same galleries alongside."""
-    out: dict[str, Any] = {"retrieval": {}, "chance": {}, "n": {}}
-    names = list(emb)
-    for a in names:
-        for b in names:
-            if a == b:
-                continue
-            both = present[a] & present[b]
-            g = groups[both]
-            key = f"{a}->{b}"
-            out["retrieval"][key] = retrieval_metrics(emb[a][both], emb[b][both], g, g)
-            out["chance"][key] = chance_metrics(g, g)
-            out["n"][key] = int(both.sum())
-    return out
 
 
 @torch.no_grad()

@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from ..models.generation import GenerationConfig
-from ..models.template import placeholder
-from .captioning import caption_report
-from .vqa import answer_spaces, vqa_report
+from sensorium.core.progress import progress_bar
+from sensorium.eval.captioning import caption_report
+from sensorium.eval.vqa import answer_spaces, vqa_report
+from sensorium.models.generation import GenerationConfig
+from sensorium.models.template import placeholder
 
 
 def _generate_all(model: Any, convs: list[list[dict[str, str]]], rows: list[int], media: Any, batch: int,
                   config: GenerationConfig, desc: str) -> list[str]:
     out: list[str] = []
-    for start in tqdm(range(0, len(convs), batch), desc=desc, unit="batch"):
+    for start in progress_bar(range(0, len(convs), batch), desc=desc, unit="batch"):
         inputs = {"image": media.take(rows[start:start + batch])}
         out += [g.text for g in model.generate(convs[start:start + batch], inputs, config)]
     return out

@@ -11,10 +11,11 @@ from typing import Any, Iterable, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import modalities
-from ..data.shards import SkipLog
-from ..models.aligned import AlignedModel
-from ..towers import build_tower
+from sensorium import modalities
+from sensorium.core.progress import progress_bar
+from sensorium.data.shards import SkipLog
+from sensorium.interop import build_tower
+from sensorium.models.aligned import AlignedModel
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:
@@ -45,11 +46,9 @@ class VectorIndex:
     def build(cls, model: AlignedModel, paths: Sequence[str | Path], batch_size: int = 64, strict: bool = False,
               progress: bool = True) -> tuple["VectorIndex", dict[str, Any]]:
         """Embed every file whose extension a modality with a head claims; others are counted as skipped."""
-        from tqdm import tqdm
-
         skips = SkipLog(strict=strict)
         by_modality: dict[str, list[tuple[Path, Any]]] = {}
-        for path in tqdm(_files(paths), desc="reading", disable=not progress, unit="file"):
+        for path in progress_bar(_files(paths), desc="reading", disable=not progress, unit="file"):
             modality = modalities.for_extension(path.suffix.lstrip("."))
             if modality is None or modality.name not in model.heads:
                 skips.skip("unsupported", str(path), "no modality with a trained head reads this extension")

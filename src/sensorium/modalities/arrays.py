@@ -8,8 +8,8 @@ import io
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from .image import open_image
-from .registry import DecodeError
+from sensorium.modalities.image import open_image
+from sensorium.modalities.registry import DecodeError
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

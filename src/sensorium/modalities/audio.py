@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
-from .registry import DecodeError, Modality, register
+from sensorium.modalities.registry import DecodeError, Modality, register
+from sensorium.modalities.timeseries import line_plot
 
 SAMPLE_RATE = 16_000
 
@@ -65,15 +67,11 @@ def _encode(value: Waveform) -> tuple[str, bytes]:
 
 def _to_tensor(value: Waveform) -> Any:
     """Waveform -> float32 tensor [N] (batches pad to the longest and report `lengths`)."""
-    import torch
-
     return torch.from_numpy(np.asarray(value.samples, dtype=np.float32).copy())
 
 
 def _preview(value: Waveform) -> Any:
     """The waveform drawn as a line (min/max envelope), for contact sheets."""
-    from .timeseries import line_plot
-
     return line_plot(np.asarray(value.samples, dtype=np.float32)[:, None], width=160, height=64)
 
 

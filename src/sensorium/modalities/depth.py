@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-from .arrays import from_npy, png_array, png_bytes
-from .registry import DecodeError, Modality, register
+from sensorium.modalities.arrays import from_npy, png_array, png_bytes
+from sensorium.modalities.registry import DecodeError, Modality, register
 
 
 def _decode(data: bytes, ext: str) -> np.ndarray:
@@ -32,8 +33,6 @@ def _encode(value: np.ndarray) -> tuple[str, bytes]:
 
 def _to_tensor(value: np.ndarray) -> Any:
     """Depth -> float32 tensor [1, H, W]."""
-    import torch
-
     return torch.from_numpy(np.asarray(value, dtype=np.float32).copy())[None]
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import warnings
-
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-from .registry import DecodeError, Modality, register
+from sensorium.modalities.registry import DecodeError, Modality, register
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -58,8 +58,6 @@ def _encode(value: Image.Image) -> tuple[str, bytes]:
 
 def to_tensor(value: Image.Image) -> Any:
     """RGB image -> uint8 tensor [3, H, W] (models normalise; uint8 keeps batches small in workers)."""
-    import torch
-
     # the HWC -> CHW copy in numpy: torch's permuted copy goes through its thread pool, which stalls on busy cores
     return torch.from_numpy(np.ascontiguousarray(np.asarray(value.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)))
 

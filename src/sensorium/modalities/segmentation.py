@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-from .arrays import from_npy, npy_bytes, png_array, png_bytes
-from .registry import DecodeError, Modality, register
+from sensorium.modalities.arrays import from_npy, npy_bytes, png_array, png_bytes
+from sensorium.modalities.registry import DecodeError, Modality, register
 
 # A fixed, well-separated palette for previews (id 0 = black background).
 _PALETTE = np.array([[0, 0, 0]] + [[(37 * i) % 256, (101 * i + 80) % 256, (173 * i + 40) % 256] for i in range(1, 256)],
@@ -32,8 +33,6 @@ def _encode(value: np.ndarray) -> tuple[str, bytes]:
 
 def _to_tensor(value: np.ndarray) -> Any:
     """Segmentation -> int64 tensor [H, W]."""
-    import torch
-
     return torch.from_numpy(np.asarray(value, dtype=np.int64).copy())
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .registry import DecodeError, Modality, register
+from sensorium.modalities.registry import DecodeError, Modality, register
 
 SCALARS = (str, int, float, bool, type(None))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .registry import DecodeError, Modality, register
+from sensorium.modalities.registry import DecodeError, Modality, register
 
 
 def _decode(data: bytes, ext: str) -> str:

@@ -8,10 +8,11 @@ import io
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
-from .arrays import from_npy, npy_bytes
-from .registry import DecodeError, Modality, register
+from sensorium.modalities.arrays import from_npy, npy_bytes
+from sensorium.modalities.registry import DecodeError, Modality, register
 
 _COLOURS = ((230, 80, 60), (60, 160, 230), (90, 200, 90), (230, 190, 40), (190, 90, 220), (40, 200, 190))
 
@@ -46,8 +47,6 @@ def _encode(value: np.ndarray) -> tuple[str, bytes]:
 
 def _to_tensor(value: np.ndarray) -> Any:
     """Series -> float32 tensor [T, C] (batches pad T to the longest and report `lengths`)."""
-    import torch
-
     return torch.from_numpy(np.asarray(value, dtype=np.float32).copy())
 
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageSequence
 
-from .arrays import from_npy, png_array, png_bytes
-from .image import open_image
-from .registry import DecodeError, Modality, register
+from sensorium.modalities.arrays import from_npy, png_array, png_bytes
+from sensorium.modalities.image import open_image
+from sensorium.modalities.registry import DecodeError, Modality, register
 
 DEFAULT_FPS = 8.0
 
@@ -70,8 +71,6 @@ def _encode(value: Clip) -> tuple[str, bytes]:
 
 def _to_tensor(value: Clip) -> Any:
     """Clip -> uint8 tensor [T, 3, H, W] (batches pad T to the longest and report `lengths`)."""
-    import torch
-
     return torch.from_numpy(np.ascontiguousarray(np.asarray(value.frames).transpose(0, 3, 1, 2)))
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import MLP, Attention, Transformer, TransformerConfig, attention_mask, make_norm
+from sensorium.nn import MLP, Attention, Transformer, TransformerConfig, attention_mask, make_norm
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..nn import attention_mask
-from .llama import LlamaLM, positions_from_padding
+from sensorium.models.llama import LlamaLM, positions_from_padding
+from sensorium.nn import attention_mask
 
 log = logging.getLogger(__name__)
 GRAPH_FAILURES: list[str] = []  # why CUDA-graph capture fell back to eager decoding (benchmarks report it)

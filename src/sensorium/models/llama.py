@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nn import KVCache, RMSNorm, RotaryEmbedding, Transformer, TransformerConfig, attention_mask
+from sensorium.nn import KVCache, RMSNorm, RotaryEmbedding, Transformer, TransformerConfig, attention_mask
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 IGNORE = -100  # label of positions that carry no loss (prompt, media, padding)
 PAD = "<pad>"
@@ -76,7 +77,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, template: ChatTemplat
                     modalities: Sequence[str]) -> Any:
     """A byte-level BPE `tokenizers.Tokenizer` trained on `texts`, with pad, the template's markers and one
     placeholder per modality as special tokens (any byte string stays encodable: no unknown token)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -91,7 +91,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, template: ChatTemplat
 def extend_tokenizer(tokenizer: Any, template: ChatTemplate, modalities: Sequence[str]) -> Any:
     """A pretrained tokenizer (e.g. a HF LM's tokenizer.json) with pad, the template's markers and the modality
     placeholders added as special tokens where missing (the decoder's embeddings must grow to match)."""
-    from tokenizers import AddedToken
 
     wanted = [PAD, *template.markers(), *(placeholder(m) for m in modalities)]
     missing = [t for t in wanted if tokenizer.token_to_id(t) is None]
@@ -249,8 +248,6 @@ class ChatTokenizer:
     @classmethod
     def load(cls, directory: str | Path) -> "ChatTokenizer":
         """Read what `save` wrote."""
-        from tokenizers import Tokenizer
-
         directory = Path(directory)
         if not (directory / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{directory}: no tokenizer.json")

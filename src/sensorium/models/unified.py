@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import MoE, ModalityExperts, Transformer, TransformerConfig, attention_mask, make_norm, moe_aux_loss
-from ..nn.tokenizers import build_tokenizer
+from sensorium.core.config import from_dict
+from sensorium.core.files import load_state, save_state
+from sensorium.nn import ModalityExperts, MoE, Transformer, TransformerConfig, attention_mask, make_norm, moe_aux_loss
+from sensorium.nn.tokenizers import build_tokenizer
 
 ARRANGEMENTS = ("shared", "separate")
 FFNS = ("dense", "experts", "moe")
@@ -163,16 +165,11 @@ class UnifiedModel(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """Weights and config into `directory` (safetensors + JSON, no pickle)."""
-        from ..train.checkpoint import save_state
-
         return save_state(directory, {"config": self.export_config(), "model": self.state_dict()})
 
     @classmethod
     def load(cls, directory: str | Path) -> "UnifiedModel":
         """Inverse of `save`."""
-        from ..config import from_dict
-        from ..train.checkpoint import load_state
-
         state = load_state(directory)
         model = cls(from_dict(UnifiedConfig, state["config"], str(directory)))
         model.load_state_dict(state["model"])

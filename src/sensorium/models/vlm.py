@@ -12,14 +12,15 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import reject_unknown
-from ..nn.projector import ProjectorConfig, build_projector
-from ..towers.base import Tower, build_tower, to_device
-from .llama import LlamaConfig, LlamaLM
-from .generation import GenerationConfig, Generated, generate_from_embeds, stream_tokens
-from .template import IGNORE, ChatTokenizer, Encoded, pad_rows, placeholder
+from sensorium.core.config import reject_unknown
+from sensorium.encoders.base import Tower, build_tower, to_device
+from sensorium.models.generation import Generated, GenerationConfig, generate_from_embeds, stream_tokens
+from sensorium.models.llama import LlamaConfig, LlamaLM
+from sensorium.models.template import IGNORE, ChatTokenizer, Encoded, pad_rows, placeholder
+from sensorium.nn.projector import ProjectorConfig, build_projector
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,16 @@ class VisionLanguageModel(nn.Module):
     """Towers (ModuleDict by modality) -> projectors (ModuleDict) -> LlamaLM; `tokenizer` rides along."""
 
     def __init__(self, config: VLMConfig, tokenizer: ChatTokenizer | None = None,
-                 towers: dict[str, Tower] | None = None):
+                 towers: dict[str, Tower] | None = None, lm: LlamaLM | None = None):
+        """`lm`: a pretrained decoder (required when `config.decoder_path` is set; load it with
+        `sensorium.interop.load_pretrained`); `towers`: built towers by modality (others are built by name)."""
         super().__init__()
         self.config, self.tokenizer = config, tokenizer
         if config.decoder_path:
-            from ..towers.pretrained import load_pretrained
-
-            self.lm = load_pretrained(config.decoder_path).model
+            if lm is None:
+                raise ValueError(f"decoder_path={config.decoder_path!r}: pass the loaded decoder as lm= "
+                                 "(sensorium.interop.load_pretrained(path).model)")
+            self.lm = lm
             if tokenizer is not None:
                 resize_vocab(self.lm, tokenizer.vocab_size)
             config.decoder = self.lm.cfg
@@ -303,7 +307,6 @@ class VisionLanguageModel(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """config.json + model.safetensors (frozen towers left out: they rebuild from the registry) + tokenizer."""
-        from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -323,7 +326,6 @@ class VisionLanguageModel(nn.Module):
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VisionLanguageModel":
         """A model saved by `save`, or the `model/` of a run directory (strict: missing or unexpected tensors are
         an error naming them)."""
-        from safetensors.torch import load_file
 
         directory = Path(directory)
         if not (directory / "config.json").is_file() and (directory / "model" / "config.json").is_file():

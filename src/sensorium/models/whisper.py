@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import Transformer, TransformerConfig
+from sensorium.nn import Transformer, TransformerConfig
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import apply_rotary
+from sensorium.nn.rope import apply_rotary
 
 
 class KVCache:

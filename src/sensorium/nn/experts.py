@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .transformer import MLP
+from sensorium.nn.transformer import MLP
 
 
 class ModalityExperts(nn.Module):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import MLP
+from sensorium.nn.transformer import MLP
 
 
 class MoE(nn.Module):

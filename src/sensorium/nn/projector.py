@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import Attention, attention_mask
-from .transformer import MLP, Transformer, TransformerConfig
+from sensorium.nn.attention import Attention, attention_mask
+from sensorium.nn.transformer import MLP, Transformer, TransformerConfig
 
 
 @dataclass

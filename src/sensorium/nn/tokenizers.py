@@ -17,7 +17,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
+
+from sensorium import modalities
+from sensorium.nn.logmel import LogMel, MelConfig
 
 
 @dataclass
@@ -100,8 +104,6 @@ class MelPatchTokenizer(nn.Module):
 
     def __init__(self, dim: int, patch_frames: int = 8, patch_mels: int = 0, n_mels: int = 80, max_tokens: int = 1024):
         super().__init__()
-        from ..towers.speech import LogMel, MelConfig
-
         self.mel = LogMel(MelConfig(n_mels=n_mels))
         self.patch_frames, self.patch_mels = patch_frames, patch_mels or n_mels
         if n_mels % self.patch_mels:
@@ -211,7 +213,6 @@ SPECIALS = ("[PAD]", "[UNK]", "[MISSING]")
 
 def train_bpe(texts: Sequence[str], vocab_size: int = 2000, min_frequency: int = 2) -> str:
     """Train a byte-level BPE tokenizer on `texts`; returns its tokenizer.json text ([PAD] is id 0)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
@@ -230,7 +231,6 @@ class TextTokenizer(nn.Module):
 
     def __init__(self, dim: int, vocab: str = "", max_length: int = 64, lowercase: bool = True):
         super().__init__()
-        from tokenizers import Tokenizer
 
         if not vocab:
             raise ValueError("the text tokenizer needs `vocab`: a tokenizer.json path (train one with train_bpe)")
@@ -271,7 +271,6 @@ class TextTokenizer(nn.Module):
 
     def set_extra_state(self, state: str) -> None:
         """Restore the tokenizer a checkpoint was trained with."""
-        from tokenizers import Tokenizer
 
         if state:
             self.tokenizer = Tokenizer.from_str(state)
@@ -287,8 +286,6 @@ TOKENIZERS: dict[str, Callable[..., nn.Module]] = {
 def build_tokenizer(modality: str, dim: int, options: dict[str, Any] | None = None) -> nn.Module:
     """The tokenizer registered for `modality` (or `options["kind"]`), with the modality's default options
     updated by `options`; a clear error when the modality has none."""
-    from .. import modalities
-
     spec = modalities.get(modality)
     options = dict(options or {})
     kind = options.pop("kind", None) or spec.tokenizer
@@ -298,4 +295,3 @@ def build_tokenizer(modality: str, dim: int, options: dict[str, Any] | None = No
     if kind not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer kind {kind!r} for {modality!r}; known: {', '.join(TOKENIZERS)}")
     return TOKENIZERS[kind](dim, **{**spec.metadata.get("tokenizer_options", {}), **options})
-

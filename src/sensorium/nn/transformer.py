@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Attention, KVCache
+from sensorium.nn.attention import Attention, KVCache
 
 
 class RMSNorm(nn.Module):

@@ -13,11 +13,18 @@ while the forward still runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import distributed as dist
 from torch import nn
+
+try:  # torch >= 2.9: functional collectives (torch.distributed.nn's all_gather is deprecated there)
+    from torch.distributed._functional_collectives import all_gather_single_autograd
+except ImportError:
+    all_gather_single_autograd = None
+    from torch.distributed.nn.functional import all_gather
 
 
 def _world() -> tuple[int, int]:
@@ -31,11 +38,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     rank, world = _world()
     if world == 1:
         return x
-    try:  # torch >= 2.9: functional collectives (torch.distributed.nn's all_gather is deprecated there)
-        from torch.distributed._functional_collectives import all_gather_single_autograd
-    except ImportError:
-        from torch.distributed.nn.functional import all_gather
-
+    if all_gather_single_autograd is None:
         return torch.cat(all_gather(x.contiguous()), dim=0)
     return all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD) * 1  # * 1 waits on the async result
 
@@ -97,6 +100,18 @@ class Shard:
         return per_row.sum() * (self.world if local else 1) / max(1, self.n_global)
 
 
+def as_list(embeddings: Sequence[torch.Tensor] | Mapping[str, torch.Tensor], need: int | None,
+            loss: str) -> list[torch.Tensor]:
+    """Embeddings given as a sequence or a dict by modality -> a list; `need` (if set) is how many the loss takes."""
+    reps = list(embeddings.values()) if isinstance(embeddings, Mapping) else list(embeddings)
+    if need is not None and len(reps) != need:
+        raise ValueError(f"the {loss} loss takes {need} embeddings (one pair), got {len(reps)}; "
+                         "score several pairs with objectives.MultiModalObjective")
+    if need is None and len(reps) < 2:
+        raise ValueError(f"the {loss} loss needs at least two modalities, got {len(reps)}")
+    return reps
+
+
 def check_batch(*tensors: torch.Tensor) -> int:
     """The common batch size of embeddings, or a ValueError naming the sizes that differ."""
     sizes = [t.shape[0] for t in tensors]
@@ -125,13 +140,18 @@ class ClipLoss(nn.Module):
     exact duplicates this equals the plain loss (their rows are identical); the argument keeps one signature
     with SigLipLoss, where it does matter (a duplicate is otherwise a negative)."""
 
+    uses_bias = False
+
     def __init__(self, local_loss: bool = False):
         super().__init__()
         self.local_loss = local_loss
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
-                mask: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
-        """a, b [B, D] (normalised), mask [B] of samples with both, groups [B] ids -> scalar loss."""
+    def forward(self, embeddings: Sequence[torch.Tensor] | Mapping[str, torch.Tensor], logit_scale: torch.Tensor,
+                logit_bias: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Two embeddings [B, D] (normalised), mask [B] of samples with both, groups [B] ids -> scalar loss.
+        `logit_bias` is accepted for the common signature and not used."""
+        a, b = as_list(embeddings, 2, "clip")
         shard = Shard.of(check_batch(a, b), mask, a.device)
         if shard.n_global == 0:
             return (a.sum() + b.sum()) * 0.0
@@ -156,13 +176,19 @@ class SigLipLoss(nn.Module):
     """Pairwise sigmoid loss (Zhai et al. 2023): every pair is a binary match/non-match decision, so no
     softmax over the batch is needed. Normalised by the number of positives, as in the paper."""
 
+    uses_bias = True
+
     def __init__(self, local_loss: bool = True):
         super().__init__()
         self.local_loss = local_loss
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor,
-                mask: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
-        """a, b [B, D] (normalised), learnable log-scale and bias, mask [B], groups [B] -> scalar loss."""
+    def forward(self, embeddings: Sequence[torch.Tensor] | Mapping[str, torch.Tensor], logit_scale: torch.Tensor,
+                logit_bias: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Two embeddings [B, D] (normalised), learnable log-scale and bias, mask [B], groups [B] -> scalar loss."""
+        a, b = as_list(embeddings, 2, "siglip")
+        if logit_bias is None:
+            raise ValueError("the siglip loss needs a logit_bias (a learnable scalar, e.g. initialised at -10)")
         shard = Shard.of(check_batch(a, b), mask, a.device)
         if shard.n_global == 0:
             return (a.sum() + b.sum()) * 0.0

@@ -11,29 +11,23 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .contrastive import ClipLoss, SigLipLoss
-from .symile import SymileLoss
+from sensorium.objectives.registry import build_loss
 
-KINDS = ("clip", "siglip", "symile")
 MISSING = ("drop", "embed")
 
 
 class MultiModalObjective(nn.Module):
-    """`kind` over `pairs` (default: every pair, for clip/siglip) or all modalities (symile)."""
+    """A registered loss (`kind`) over `pairs` of modalities (default: every pair) for the pairwise losses, or
+    over all modalities at once (symile)."""
 
     def __init__(self, kind: str = "clip", negative_sampling: str = "n", local_loss: bool = False,
                  missing: str = "drop", seed: int = 0, pairs: Sequence[Sequence[str]] | None = None):
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"objective must be one of {KINDS}, got {kind!r}")
         if missing not in MISSING:
             raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
         self.kind, self.missing = kind, missing
         self.pairs = [tuple(p) for p in pairs] if pairs else None
-        if kind == "symile":
-            self.loss = SymileLoss(negative_sampling, local_loss, seed)
-        else:
-            self.loss = ClipLoss(local_loss) if kind == "clip" else SigLipLoss(local_loss)
+        self.loss = build_loss(kind, negative_sampling=negative_sampling, local_loss=local_loss, seed=seed)
 
     def _mask(self, present: dict[str, torch.Tensor] | None, names: Sequence[str]) -> torch.Tensor | None:
         if present is None or self.missing == "embed":
@@ -47,18 +41,16 @@ class MultiModalObjective(nn.Module):
     def forward(self, emb: dict[str, torch.Tensor], logit_scale: torch.Tensor, logit_bias: torch.Tensor | None = None,
                 present: dict[str, torch.Tensor] | None = None,
                 groups: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss and per-pair (or Symile) losses for logging."""
+        """Scalar loss and per-pair (or all-modality) losses for logging."""
         names = list(emb)
-        if self.kind == "symile":
-            loss = self.loss([emb[m] for m in names], logit_scale, mask=self._mask(present, names))
-            return loss, {"loss/symile": loss.item()}
+        if not self.loss.pairwise:
+            loss = self.loss([emb[m] for m in names], logit_scale, logit_bias, mask=self._mask(present, names),
+                             groups=groups)
+            return loss, {f"loss/{self.kind}": loss.item()}
         pairs = self.pairs or list(combinations(names, 2))
         if not pairs:
             raise ValueError(f"a pairwise objective needs two modalities, got {names}")
-        losses = {}
-        for a, b in pairs:
-            extra = (logit_bias,) if self.kind == "siglip" else ()
-            losses[f"{a}-{b}"] = self.loss(emb[a], emb[b], logit_scale, *extra, mask=self._mask(present, (a, b)),
-                                           groups=groups)
+        losses = {f"{a}-{b}": self.loss([emb[a], emb[b]], logit_scale, logit_bias, mask=self._mask(present, (a, b)),
+                                        groups=groups) for a, b in pairs}
         total = sum(losses.values()) / len(losses)
         return total, {f"loss/{k}": v.item() for k, v in losses.items()}

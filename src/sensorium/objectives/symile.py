@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .contrastive import Shard, _scale, check_batch
+from sensorium.objectives.contrastive import Shard, _scale, as_list, check_batch
 
 NEGATIVE_SAMPLING = ("n", "n_squared")
 
@@ -93,12 +93,14 @@ class SymileLoss(nn.Module):
         self.negative_sampling, self.local_loss, self.seed = negative_sampling, local_loss, seed
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
+    uses_bias = False
+
     def forward(self, embeddings: Sequence[torch.Tensor] | Mapping[str, torch.Tensor], logit_scale: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """embeddings: M tensors [B, D] (a list, or a dict by modality) -> scalar loss; `mask` [B] keeps rows."""
-        reps = list(embeddings.values()) if isinstance(embeddings, Mapping) else list(embeddings)
-        if len(reps) < 2:
-            raise ValueError(f"Symile needs at least two modalities, got {len(reps)}")
+                logit_bias: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+        """embeddings: M tensors [B, D] (a list, or a dict by modality) -> scalar loss; `mask` [B] keeps rows.
+        `logit_bias` and `groups` are accepted for the common signature and not used (Symile has neither)."""
+        reps = as_list(embeddings, None, "symile")
         shard = Shard.of(check_batch(*reps), mask, reps[0].device)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.calls))
         self.calls += 1

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
-from ..config import save_config
-from ..data.batches import FeatureBatches
-from ..data.features import FeatureSet, cached_features
-from ..models.aligned import AlignedConfig, AlignedModel, HeadConfig
-from ..objectives import LOSSES
-from ..towers import build_tower
-from .trainer import TrainConfig, Trainer
+from sensorium.core.config import save_config
+from sensorium.data.batches import FeatureBatches
+from sensorium.data.features import FeatureSet, cached_features, feature_cache_dir
+from sensorium.eval.retrieval import ranks
+from sensorium.interop import build_tower
+from sensorium.models.aligned import AlignedConfig, AlignedModel, HeadConfig
+from sensorium.objectives import build_loss
+from sensorium.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def split_path(config: AlignConfig, split: str) -> Path:
 
 def feature_cache(config: AlignConfig) -> Path:
     """The recipe's feature cache folder (shared by every run on the same data, keyed by shards and tower)."""
-    return Path(config.cache_dir) if config.cache_dir else Path(config.data) / ".features"
+    return feature_cache_dir(config.data, config.cache_dir)
 
 
 def load_features(config: AlignConfig, split: str, cache_dir: Path, progress: bool = True) -> FeatureSet:
@@ -99,8 +100,6 @@ def load_features(config: AlignConfig, split: str, cache_dir: Path, progress: bo
 
 def val_recall(model: AlignedModel, val: FeatureSet, pairs: list[list[str]]) -> dict[str, float]:
     """Mean R@1/R@10 (both directions) on validation features for the stage's pairs."""
-    from ..eval.retrieval import ranks
-
     out: dict[str, float] = {}
     groups = val.groups()
     for a, b in pairs:
@@ -134,7 +133,7 @@ def train_stage(model: AlignedModel, stage: StageConfig, train: FeatureSet, val:
         _copy_head(model, new_head, source)
     for m, head in model.heads.items():
         head.requires_grad_(m in stage.train_heads)
-    loss_fn = LOSSES[stage.loss]()
+    loss_fn = build_loss(stage.loss)
     params = [p for m in stage.train_heads for p in model.heads[m].parameters()] + [model.logit_scale, model.logit_bias]
     involved = sorted({m for pair in stage.pairs for m in pair})
     torch.manual_seed(seed)
@@ -145,8 +144,8 @@ def train_stage(model: AlignedModel, stage: StageConfig, train: FeatureSet, val:
         losses = {}
         for a, b in stage.pairs:
             mask = batch["present"][a] & batch["present"][b]
-            extra = (model.logit_bias,) if stage.loss == "siglip" else ()
-            losses[f"{a}-{b}"] = loss_fn(emb[a], emb[b], model.logit_scale, *extra, mask=mask, groups=batch["groups"])
+            losses[f"{a}-{b}"] = loss_fn([emb[a], emb[b]], model.logit_scale, model.logit_bias, mask=mask,
+                                         groups=batch["groups"])
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # temperature >= 0.01, as in CLIP
         return sum(losses.values()) / len(losses), {f"loss/{k}": v.item() for k, v in losses.items()}

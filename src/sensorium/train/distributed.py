@@ -21,13 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import distributed as dist
 from torch import nn
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
-from ..models.dual_encoder import DualEncoder
-from ..nn import Block
-from .fast import (ATTENTION_BACKENDS, COMPILE_MODES, COMPILE_SCOPES, FP8_RECIPES, MLP_KERNELS, ContrastiveStep,
-                   FastConfig, clip_config, synthetic_batch, time_steps)
+from sensorium.models.dual_encoder import DualEncoder
+from sensorium.nn import Block
+from sensorium.train.fast import (
+    ATTENTION_BACKENDS,
+    COMPILE_MODES,
+    COMPILE_SCOPES,
+    FP8_RECIPES,
+    MLP_KERNELS,
+    ContrastiveStep,
+    FastConfig,
+    clip_config,
+    synthetic_batch,
+    time_steps,
+)
 
 STRATEGIES = ("ddp", "fsdp", "none")
 
@@ -77,13 +90,9 @@ def wrap(pair: nn.Module, strategy: str, device: torch.device) -> nn.Module:
     if strategy == "none" and dist.get_world_size() > 1:
         raise ValueError("strategy='none' with several ranks would train diverging replicas; use ddp or fsdp")
     if strategy == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
         return DistributedDataParallel(pair, device_ids=[device.index] if device.type == "cuda" else None,
                                        gradient_as_bucket_view=True)
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
         for block in [m for m in pair.modules() if isinstance(m, Block)]:
             fully_shard(block)
         # FSDP2 cannot shard 0-d parameters (the logit scale and bias): they stay replicated, their
@@ -197,7 +206,6 @@ def _fewest_steps(n: int, device: torch.device) -> int:
 def check(args: argparse.Namespace, rank: int, device: torch.device) -> None:
     """Equivalence mode: for each of `--checks` (strategy, '-local' for local loss) write the loss and full
     gradients of one float32 step on the same global batch to CHECK_OUT/<check>.safetensors (rank 0)."""
-    from safetensors.torch import save_file
 
     if device.type == "cuda":  # exact float32 matmuls for the comparison
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

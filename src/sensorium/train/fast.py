@@ -29,15 +29,20 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint as _checkpoint
+from torch.utils.flop_counter import FlopCounterMode
 
-from ..models.dual_encoder import DualEncoder, DualEncoderConfig
-from ..nn import MLP, Block
-from ..nn.transformer import ACTIVATIONS
-from ..objectives import LOSSES
-from .memory_advice import OutOfMemoryAdvice, memory_advice  # noqa: F401 (OutOfMemoryAdvice re-exported)
-from .step_graph import StepGraph
-from .trainer import TrainConfig, make_optimizer
+from sensorium.interop.openclip import openclip_config
+from sensorium.models.dual_encoder import DualEncoder, DualEncoderConfig
+from sensorium.nn import MLP, Attention, Block
+from sensorium.nn.flash_qkv import fa4_available, flash_attention_qkv
+from sensorium.nn.fused_mlp import KERNELS, gelu_mlp, quack_available, reserve_workspace
+from sensorium.nn.transformer import ACTIVATIONS
+from sensorium.objectives import LOSSES, build_loss
+from sensorium.train.memory_advice import OutOfMemoryAdvice, memory_advice  # noqa: F401 (OutOfMemoryAdvice re-exported)
+from sensorium.train.step_graph import StepGraph
+from sensorium.train.trainer import TrainConfig, make_optimizer
 
 # open_clip's model configs (open_clip/model_configs/<name>.json, v3.3.0) plus a tiny one for CPU tests.
 MODEL_CFGS: dict[str, dict[str, Any]] = {
@@ -55,10 +60,9 @@ MODEL_CFGS: dict[str, dict[str, Any]] = {
              "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 2}},
 }
 
+
 def clip_config(name: str) -> DualEncoderConfig:
     """DualEncoderConfig with the dimensions of open_clip model `name` (see MODEL_CFGS), fused QKV."""
-    from ..towers.openclip import openclip_config
-
     if name not in MODEL_CFGS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_CFGS)}")
     cfg = openclip_config(copy.deepcopy(MODEL_CFGS[name]), name)
@@ -186,7 +190,6 @@ def epilogue_mlp(mlp: nn.Module, kernels: str = "cublaslt") -> bool:
     tanh-GELU, or quack, the MLP's own GELU); other MLPs (SwiGLU, experts, no bias) are left as they are. Returns
     whether `mlp` was patched. A module already on the GPU gets its cuBLASLt workspace now, so patch after moving
     the model when the step runs in CUDA graphs."""
-    from ..nn.fused_mlp import KERNELS, gelu_mlp, reserve_workspace
 
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r}; expected one of {', '.join(KERNELS)}")
@@ -205,8 +208,6 @@ def packed_attention(attn: nn.Module, forward_kernel: str = "fa4") -> bool:
     projection; `forward_kernel`: fa4 or cudnn) when it is called without a mask, RoPE, KV cache or
     context; grouped-query attention and separate projections are left as they are. Returns whether `attn` was
     patched."""
-    from ..nn import Attention
-    from ..nn.flash_qkv import flash_attention_qkv
 
     if not isinstance(attn, Attention) or not attn.fused_qkv or attn.n_kv_heads != attn.n_heads:
         return False
@@ -258,7 +259,6 @@ def attention_backend(name: str):
         raise ValueError(f"attention={name!r}; expected one of {', '.join(ATTENTION_BACKENDS)}")
     if name in ("auto", "fa4", "cudnn+fa4"):
         return nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
                         "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name])
@@ -292,8 +292,6 @@ class ContrastivePair(nn.Module):
         return image, text, m.logit_scale, bias
 
 
-
-
 class ContrastiveStep:
     """One optimisation step of a DualEncoder on (pixels, ids) with the options of `FastConfig`.
 
@@ -317,12 +315,9 @@ class ContrastiveStep:
         pair = ContrastivePair(model, text_stream=side)
         self.wrapped = wrap(pair) if wrap is not None else pair
         self.module = accelerate(self.wrapped, cfg)
-        self.loss = LOSSES[cfg.loss](local_loss=cfg.local_loss)
+        self.loss = build_loss(cfg.loss, local_loss=cfg.local_loss)
         attention_backend(cfg.attention)  # validate now, not at the first step
         if device.type == "cuda":
-            from ..nn.flash_qkv import fa4_available
-            from ..nn.fused_mlp import quack_available
-
             if cfg.attention in ("fa4", "cudnn+fa4"):
                 _require(fa4_available, device, f"attention={cfg.attention!r}", "flash-attn-4", "fa4")
             if cfg.mlp_kernel == "quack":
@@ -339,10 +334,7 @@ class ContrastiveStep:
         with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16), \
                 attention_backend(self.cfg.attention):
             a, b, scale, bias = self.module(pixels, ids)
-        a, b = a.float(), b.float()
-        if self.cfg.loss == "siglip":
-            return self.loss(a, b, scale.float(), bias.float())
-        return self.loss(a, b, scale.float())
+        return self.loss([a.float(), b.float()], scale.float(), bias.float())
 
     def _sync(self, last: bool):
         """Gradient synchronisation only on the last micro-batch (DDP no_sync / FSDP2 requires_gradient_sync)."""
@@ -428,8 +420,6 @@ def sync(device: torch.device | str) -> None:
 
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs that torch.utils.flop_counter counts while running `fn` once (matmuls, convolutions, SDPA)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with counter:
         fn()

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.dual_encoder import DualEncoderConfig
-from ..towers.preprocess import OPENAI_MEAN, OPENAI_STD
+from sensorium.data.loader import StreamingDataset, StreamingLoader
+from sensorium.interop.preprocess import OPENAI_MEAN, OPENAI_STD
+from sensorium.models.dual_encoder import DualEncoderConfig
 
 
 def byte_tokens(texts: list[str], context: int, vocab_size: int) -> torch.Tensor:
@@ -42,8 +43,6 @@ class ShardFeed:
     def __init__(self, shards: Any, cfg: DualEncoderConfig, batch_size: int, device: torch.device | str,
                  workers: int = 4, prefetch: int = 4, seed: int = 0, pin: bool = False, thread: bool = True,
                  depth: int = 3):
-        from ..data.loader import StreamingDataset, StreamingLoader
-
         self.cfg, self.device = cfg, torch.device(device)
         dataset = StreamingDataset(shards, want={"image", "text"}, shuffle=True, seed=seed)
         self.pin = pin and self.device.type == "cuda"

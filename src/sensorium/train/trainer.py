@@ -19,7 +19,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .checkpoint import latest_checkpoint, load_state, save_state
+from sensorium.core.files import load_state, save_state
+from sensorium.core.progress import progress_bar
+from sensorium.eval.plots import loss_curve
+from sensorium.train.checkpoint import latest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +153,11 @@ class Trainer:
             evaluate: Callable[[nn.Module], dict[str, float]] | None = None) -> list[dict[str, Any]]:
         """Train until `config.steps`. `batches(i)` yields micro-batches starting at micro-batch i (= step with
         accumulate 1, step * accumulate otherwise), so a resumed run sees exactly the batches it would have seen."""
-        from tqdm import tqdm
-
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         device = self.params[0].device if self.params else torch.device("cpu")
         precision = autocast(config.precision, device)
-        bar = tqdm(total=config.steps, initial=self.step, desc=self.name, unit="step", disable=not self.progress)
+        bar = progress_bar(total=config.steps, initial=self.step, desc=self.name, unit="step", disable=not self.progress)
         it = batches(self.step * config.accumulate)
         start, before = time.time(), self.elapsed
         while self.step < config.steps:
@@ -195,7 +196,6 @@ class Trainer:
         """Draw metrics.jsonl as run_dir/loss_curve.png (every stage of the run, validation where logged)."""
         if not self.metrics_path.exists():
             return None
-        from ..eval.plots import loss_curve
 
         try:
             return loss_curve(self.metrics_path, self.run_dir / "loss_curve.png")

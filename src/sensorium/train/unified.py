@@ -14,17 +14,18 @@ from typing import Any
 
 import torch
 
-from ..config import save_config
-from ..data.memory import MemorySet
-from ..data.world import COLORS, SHAPES, SIZES, WorldConfig, write_world
-from ..data.world.language import REGIONS, where
-from ..eval.unified import embed_set, retrieval_report, zero_shot
-from ..models.unified import UnifiedConfig, UnifiedModel
-from ..nn import TransformerConfig
-from ..nn.tokenizers import train_bpe
-from ..objectives.multimodal import MultiModalObjective
-from .tasks import Alternating, Task
-from .trainer import TrainConfig, Trainer
+from sensorium.core.config import save_config
+from sensorium.data.memory import MemorySet
+from sensorium.data.world import COLORS, SHAPES, SIZES, WorldConfig, write_world
+from sensorium.data.world.language import REGIONS, where
+from sensorium.eval.retrieval import pairwise_retrieval
+from sensorium.eval.unified import embed_set, zero_shot
+from sensorium.models.unified import UnifiedConfig, UnifiedModel
+from sensorium.nn import TransformerConfig
+from sensorium.nn.tokenizers import train_bpe
+from sensorium.objectives.multimodal import MultiModalObjective
+from sensorium.train.tasks import Alternating, Task
+from sensorium.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def run_unified(recipe: UnifiedRecipe, run_dir: str | Path, progress: bool = Tru
 
     def evaluate(run: torch.nn.ModuleDict) -> dict[str, float]:
         emb, present = embed_set(run["model"], sets["val"], want, recipe.eval_batch_size)
-        table = retrieval_report(emb, present, sets["val"].groups)["retrieval"]
+        table = pairwise_retrieval(emb, present, sets["val"].groups)["retrieval"]
         return {f"{k}/R@1": v["R@1"] for k, v in table.items()}
 
     size = recipe.train.batch_size
@@ -204,7 +205,7 @@ def evaluate_unified(model: UnifiedModel, test: MemorySet, modalities: list[str]
                      ) -> dict[str, Any]:
     """Retrieval for every pair on the test set, and zero-shot shape/colour of its images from text prompts."""
     emb, present = embed_set(model, test, modalities, batch_size)
-    report = retrieval_report(emb, present, test.groups)
+    report = pairwise_retrieval(emb, present, test.groups)
     if "image" in emb and "text" in modalities:
         one_object = [i for i, s in enumerate(test.samples) if len(s["json"]["objects"]) == 1 and present["image"][i]]
         images = emb["image"][one_object]

@@ -14,13 +14,26 @@ from typing import Any
 
 import torch
 import yaml
+from tokenizers import Tokenizer
 
-from ..config import reject_unknown
-from ..models.template import ChatTemplate, ChatTokenizer, extend_tokenizer, train_tokenizer
-from ..models.vlm import MediaConfig, VisionLanguageModel, VLMConfig
-from ..nn.lora import apply_lora, merge_lora
-from .trainer import TrainConfig, Trainer
-from .vlm_data import DataConfig, MediaStore, Rows, Samples, conversations, corpus, load_samples, tokenize
+from sensorium.core.config import _merge, apply_overrides, reject_unknown
+from sensorium.eval.plots import loss_curve
+from sensorium.eval.vlm import evaluate_data
+from sensorium.interop import load_pretrained
+from sensorium.models.template import ChatTemplate, ChatTokenizer, extend_tokenizer, train_tokenizer
+from sensorium.models.vlm import MediaConfig, VisionLanguageModel, VLMConfig
+from sensorium.nn.lora import apply_lora, merge_lora
+from sensorium.train.trainer import TrainConfig, Trainer
+from sensorium.train.vlm_data import (
+    DataConfig,
+    MediaStore,
+    Rows,
+    Samples,
+    conversations,
+    corpus,
+    load_samples,
+    tokenize,
+)
 
 log = logging.getLogger(__name__)
 PARTS = ("projectors", "lm", "lora", "towers")
@@ -76,7 +89,6 @@ class VLMRecipe:
 def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> VLMRecipe:
     """Defaults, then a YAML recipe (its `data`, `stages` and `model.media` replace the defaults whole), then
     dotted overrides (`stages.0.optim.steps=100`)."""
-    from ..config import _merge, apply_overrides
 
     data = asdict(VLMRecipe())
     if path:
@@ -164,7 +176,6 @@ def build_tokenizer(recipe: VLMRecipe, data: dict[str, Prepared], run_dir: Path)
         return ChatTokenizer.load(run_dir)
     modalities = list(recipe.model.media)
     if recipe.model.decoder_path:  # a pretrained decoder keeps its tokenizer, extended with our special tokens
-        from tokenizers import Tokenizer
 
         path = Path(recipe.model.decoder_path) / "tokenizer.json"
         if not path.is_file():
@@ -184,8 +195,9 @@ def build_model(recipe: VLMRecipe, tokenizer: ChatTokenizer) -> VisionLanguageMo
     if not config.decoder_path:  # a loaded decoder keeps its own; generation also stops at the template's marker
         config.decoder.vocab_size = tokenizer.vocab_size
         config.decoder.pad_token_id, config.decoder.eos_token_ids = tokenizer.pad_id, list(tokenizer.stop_ids)
+    lm = load_pretrained(config.decoder_path).model if config.decoder_path else None
     torch.manual_seed(recipe.seed)
-    return VisionLanguageModel(config, tokenizer).to(recipe.device)
+    return VisionLanguageModel(config, tokenizer, lm=lm).to(recipe.device)
 
 
 def attach(model: VisionLanguageModel, prepared: Prepared, recipe: VLMRecipe, run_dir: Path) -> None:
@@ -267,7 +279,6 @@ def held_out(prepared: Prepared, split: str, model: VisionLanguageModel, recipe:
 def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Data -> tokenizer -> model -> every stage in order (the model saved to run_dir/model after each) ->
     evaluation (run_dir/eval.json) and a loss curve (run_dir/loss.png). Returns the evaluation report."""
-    from ..eval.plots import loss_curve
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +304,6 @@ def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, ev
         loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     if not evaluate:
         return {"train_seconds": timings}
-    from ..eval.vlm import evaluate_data
 
     report: dict[str, Any] = {"n": 0, "train_seconds": timings}
     for name, prepared in data.items():

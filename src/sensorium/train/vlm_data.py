@@ -16,10 +16,14 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
-from ..models.template import IGNORE, ChatTokenizer, Encoded, pad_rows, placeholder
-from ..models.vlm import TowerTokens
-from ..towers.base import Tower
+from sensorium.core.progress import progress_bar
+from sensorium.data.shards import SkipLog, iter_samples
+from sensorium.data.world import WorldConfig, make_sample
+from sensorium.encoders.base import Tower
+from sensorium.models.template import IGNORE, ChatTokenizer, Encoded, pad_rows, placeholder
+from sensorium.models.vlm import TowerTokens
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,6 @@ class Samples:
 
 
 def _world_item(index: int, split: str, seed: int, config: Any) -> tuple[np.ndarray, str, list[dict[str, Any]], str]:
-    from ..data.world import make_sample
 
     s = make_sample(index, split, seed, config, ("image", "text", "qa"))
     return np.asarray(s["image"], dtype=np.uint8), s["text"], s["qa"], s["__key__"]
@@ -62,8 +65,6 @@ def _world_item(index: int, split: str, seed: int, config: Any) -> tuple[np.ndar
 
 def world_samples(n: int, split: str, seed: int, world: dict[str, Any], workers: int = 1) -> Samples:
     """n World scenes of `split` (image, caption, QA), generated in memory; identical for any `workers`."""
-    from ..data.world import WorldConfig
-
     job = partial(_world_item, split=split, seed=seed, config=WorldConfig(**world))
     if workers > 1:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -79,7 +80,6 @@ def cached_world_samples(folder: Path, n: int, split: str, seed: int, world: dic
                          workers: int = 1) -> Samples:
     """`world_samples`, generated once per (n, split, seed, world config) and kept in `folder` (images as
     safetensors, text and QA as JSON, written atomically), so several runs of one recipe share the generation."""
-    from safetensors.torch import load_file, save_file
 
     key = hashlib.sha1(json.dumps([n, split, seed, world], sort_keys=True).encode()).hexdigest()[:12]
     base = folder / f"world-{split}-{n}-{key}"
@@ -105,8 +105,6 @@ def cached_world_samples(folder: Path, n: int, split: str, seed: int, world: dic
 
 def shard_samples(path: str | Path, limit: int = 0) -> Samples:
     """Image + caption samples from WebDataset shards (corrupt members are counted skips, logged)."""
-    from ..data.shards import SkipLog, iter_samples
-
     skips = SkipLog()
     images, captions, keys = [], [], []
     for sample in iter_samples(path, want={"image", "text"}, skips=skips):
@@ -185,9 +183,6 @@ class MediaStore:
             self.tokens = self._encode(images, batch_size, device, cache_dir, tag)
 
     def _encode(self, images: Any, batch_size: int, device: Any, cache_dir: Path | None, tag: str) -> TowerTokens:
-        from safetensors.torch import load_file, save_file
-        from tqdm import tqdm
-
         path = None
         if cache_dir is not None:
             key = hashlib.sha1(json.dumps([tag, self.tower.describe(), getattr(self.tower, "token_grid", None)],
@@ -198,7 +193,7 @@ class MediaStore:
                 return TowerTokens(data["tokens"], data["mask"].bool())
         self.tower.eval().to(device)
         chunks, masks = [], []
-        for start in tqdm(range(0, len(images), batch_size), desc=f"{self.tower.name} tokens", unit="batch"):
+        for start in progress_bar(range(0, len(images), batch_size), desc=f"{self.tower.name} tokens", unit="batch"):
             with torch.inference_mode():
                 inputs = self.tower.prepare(images[start:start + batch_size])
                 tok, mask = self.tower.tokens(inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs)

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batches import seeded_rows
-from ..objectives.multimodal import MultiModalObjective
-from ..objectives.symile import pairwise_scores, symile_scores
-from .trainer import TrainConfig, Trainer
+from sensorium.core.progress import progress_bar
+from sensorium.data.batches import seeded_rows
+from sensorium.objectives.multimodal import MultiModalObjective
+from sensorium.objectives.symile import pairwise_scores, symile_scores
+from sensorium.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 NAMES = ("a", "b", "c")
@@ -118,11 +119,9 @@ def train_one(config: XorConfig, p_hat: float, loss: str, seed: int, run_dir: st
 
 def run_xor(config: XorConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """The whole sweep: accuracy of retrieving b from (a, c) against p_hat, per objective (mean over seeds)."""
-    from tqdm import tqdm
-
     runs = []
     grid = [(p, loss, s) for p in config.p_hats for loss in config.losses for s in config.seeds]
-    for p_hat, loss, seed in tqdm(grid, desc="symile-xor", unit="run", disable=not progress):
+    for p_hat, loss, seed in progress_bar(grid, desc="symile-xor", unit="run", disable=not progress):
         runs.append(train_one(config, p_hat, loss, seed, run_dir))
         log.info("%s", runs[-1])
     table = []

@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from PIL import Image
+
+from sensorium.core.errors import MissingDependency
+from sensorium.core.progress import progress_bar
+from sensorium.data.shards import ShardWriter
+from sensorium.data.tts import espeak_binary, synthesize, voice_for
+from sensorium.modalities import get
 
 BUILDER_VERSION = 2  # 2: names from 'Clipart by X - name' titles, digits stripped from file-name words
 DEFAULT_SOURCE = Path("/usr/share/openclipart/svg")
@@ -148,8 +155,6 @@ def split_of(key: str) -> str:
 
 def plan(config: ClipartConfig) -> tuple[list[Record], Counter]:
     """Parse every SVG's metadata, dedupe by content, make captions, cap repeats, assign splits."""
-    from ...towers.base import MissingDependency
-
     source = Path(config.source)
     if not source.is_dir():
         raise MissingDependency(f"{source} not found: install the clipart with `sudo apt-get install -y openclipart-svg`"
@@ -206,8 +211,6 @@ def _rasterise(svg: bytes, size: int) -> bytes:
 
 def render_png(svg: bytes, size: int) -> bytes:
     """Rasterise onto a white size x size square (aspect kept); raises if nothing visible was drawn."""
-    from PIL import Image
-
     image = Image.open(io.BytesIO(_rasterise(svg, size)))
     if max(image.size) > size:
         image.thumbnail((size, size))
@@ -224,9 +227,6 @@ def render_png(svg: bytes, size: int) -> bytes:
 
 def _materialise(args: tuple[Record, int, bool, int]) -> tuple[str, dict[str, bytes] | str]:
     """Worker: render the PNG and speak the caption; returns member bytes or the failure reason."""
-    from ...modalities import get
-    from ..tts import synthesize, voice_for
-
     record, size, audio, seed = args
     try:
         members = {"png": render_png(Path(record.path).read_bytes(), size)}
@@ -245,11 +245,6 @@ def _materialise(args: tuple[Record, int, bool, int]) -> tuple[str, dict[str, by
 
 def build(config: ClipartConfig, progress: bool = True) -> dict[str, Any]:
     """Build the shards and a report (counts per split, skips by reason) at `config.out`/report.json."""
-    from tqdm import tqdm
-
-    from ..shards import ShardWriter
-    from ..tts import espeak_binary
-
     if config.audio:
         espeak_binary()  # fail early with the install hint
     start = time.time()
@@ -266,7 +261,7 @@ def build(config: ClipartConfig, progress: bool = True) -> dict[str, Any]:
     pool = ProcessPoolExecutor(max_workers=config.workers)
     try:
         results: Iterator = pool.map(_materialise, jobs, chunksize=8)
-        for key, result in tqdm(results, total=len(jobs), desc="clipart", disable=not progress, unit="svg"):
+        for key, result in progress_bar(results, total=len(jobs), desc="clipart", disable=not progress, unit="svg"):
             if isinstance(result, str):
                 skipped[result.split(":", 1)[0]] += 1
                 if len(failures) < 50:

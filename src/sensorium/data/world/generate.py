@@ -16,10 +16,13 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from ..shards import ShardWriter, encode_sample
-from .language import QUESTION_TYPES, caption, motion_caption, questions
-from .render import Rendered, render, render_video
-from .scene import Scene, SceneConfig, generate_scene, held_out_combos, split_info
+from sensorium.core.progress import progress_bar
+from sensorium.data.shards import ShardWriter, encode_sample
+from sensorium.data.tts import Voice, synthesize
+from sensorium.data.world.language import QUESTION_TYPES, caption, motion_caption, questions
+from sensorium.data.world.render import Rendered, render, render_video
+from sensorium.data.world.scene import Scene, SceneConfig, generate_scene, held_out_combos, split_info
+from sensorium.modalities.video import Clip
 
 TIMESERIES_CHANNELS = ("x", "y", "vx", "vy", "ax", "ay")
 MOTION_MODALITIES = frozenset({"video", "timeseries"})  # when present, text and qa also describe the motion
@@ -114,13 +117,11 @@ def scene_row(scene: Scene, max_objects: int) -> dict[str, Any]:
 
 
 def _audio(ctx: Context) -> Any:
-    from ..tts import Voice, synthesize  # imported here: espeak is only needed when audio is asked for
 
     return synthesize(ctx.text, Voice(**ctx.scene.voice))
 
 
 def _video(ctx: Context) -> Any:
-    from ...modalities.video import Clip
 
     size = ctx.config.video_size or ctx.config.image_size
     return Clip(render_video(ctx.scene, size, ctx.config.video_frames), ctx.config.fps)
@@ -176,8 +177,6 @@ def write_world(out_dir: str | os.PathLike, n: int, split: str = "train", seed: 
     """Write n samples of `split` as `{split}-NNNNNN.tar` shards plus `world-{split}.json` (config, counts, held-out
     combinations, shard hashes). Same arguments -> byte-identical files, whatever `workers` is. Existing shards of
     the split are an error (a shorter rerun would leave stale ones behind) unless `overwrite`."""
-    from tqdm import tqdm
-
     names = parse_modalities(tuple(modalities))
     split_info(split)
     out = Path(out_dir)
@@ -197,7 +196,7 @@ def write_world(out_dir: str | os.PathLike, n: int, split: str = "train", seed: 
     counts: dict[str, int] = {}
     try:
         with ShardWriter(out, prefix=split, max_count=shard_size) as writer:
-            for record in tqdm(records, total=n, desc=f"world {split}", unit="sample", disable=not progress):
+            for record in progress_bar(records, total=n, desc=f"world {split}", unit="sample", disable=not progress):
                 writer.write(record)
                 for ext in record:
                     if not ext.startswith("__"):

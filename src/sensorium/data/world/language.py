@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .scene import SHAPES, Obj, Scene
+from sensorium.data.world.scene import SHAPES, Obj, Scene
 
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight")
 REGIONS = (("top left", "top", "top right"), ("left", "centre", "right"), ("bottom left", "bottom", "bottom right"))

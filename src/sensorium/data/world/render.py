@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene import COLORS, Obj, Scene
+from sensorium.data.world.scene import COLORS, Obj, Scene
 
 SUPERSAMPLE = 4  # masks are drawn at 4x and thresholded at half coverage: smooth edges, still binary
 BACKGROUND_DEPTH = 1.0

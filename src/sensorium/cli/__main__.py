@@ -1,0 +1,7 @@
+"""`python -m sensorium.cli`: the `sensorium` command."""
+
+import sys
+
+from sensorium.cli import main
+
+sys.exit(main())

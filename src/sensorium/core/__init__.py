@@ -1,0 +1,1 @@
+"""What every layer may use: config loading, errors, files (JSON, safetensors, state directories), progress."""
