@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.cli.index",
     "sensorium.cli.quickstart",
     "sensorium.cli.vlm",
+    "sensorium.cli.bench",
 )
 
 
@@ -35,6 +36,7 @@ GROUPS: dict[str, str] = {
     "towers": "the packaged pretrained encoders, and how the speech tower is made",
     "checkpoint": "inspect and convert HF transformers / open_clip checkpoint directories",
     "vlm": "evaluate language decoder runs",
+    "bench": "the evaluation harness: MCQ, yes/no, VQA, captioning, retrieval; World-Bench built in",
 }
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.\-]*=")
 
