@@ -195,9 +195,12 @@ def vqa(tiny: bool, device: torch.device, out: Path, train_seconds: float, worke
         shown = str(recipe_path.resolve().relative_to(ROOT))
     except ValueError:
         shown = str(recipe_path)
+    kept = ("n", "cider_d", "bleu4", "mean_words", "baseline_most_frequent_caption")
+    earlier = {key: {k: v for k, v in report[key].items() if k in kept} for key in report
+               if key.startswith("captions") and isinstance(report[key], dict)}  # skills of earlier stages, kept?
     return {"recipe": shown, "overrides": overrides, "train_steps": steps, "train_seconds": report["train_seconds"],
             **_family_report(report["vqa"]), "test": _family_report(report["vqa-test"]),
-            "examples": report["vqa"]["examples"][:6]}
+            "after_last_stage": earlier, "examples": report["vqa"]["examples"][:6]}
 
 
 def main() -> int:

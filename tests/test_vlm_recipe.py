@@ -124,8 +124,10 @@ def test_committed_world_recipes_train_and_report_test_split(name, tmp_path):
                  f"stages.{stage}.optim.batch_size=4", f"stages.{stage}.optim.eval_every=2"]
     recipe = load_recipe(root / "configs" / f"{name}.yaml", sets)
     assert recipe.model.media["image"].projector.encoder_layers > 0 and recipe.model.media["image"].train_tower
+    assert recipe.stages[1].replay == {"captions": 0.1}  # the QA stage keeps captioning alive
     report = run_recipe(recipe, tmp_path / "run", progress=False)
     assert report["vqa"]["n"] > 0 and report["vqa-test"]["n"] > 0
+    assert "cider_d" in report["captions"] and "baseline_most_frequent_caption" in report["captions-test"]
     assert {"by_family", "parse_failure_rate"} <= set(report["vqa-test"])
     assert len(list((tmp_path / "world").glob("world-*.safetensors"))) == 3  # train, val, test, shared by stages
     again = load_recipe(root / "configs" / f"{name}.yaml", sets)

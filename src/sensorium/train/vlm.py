@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -49,6 +49,9 @@ class StageConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     time_budget_s: float = 0.0  # > 0: fit the step count to this budget after a short calibration
+    # earlier stages' data mixed into this stage's batches ({dataset: share of the steps}), so a later stage does not
+    # erase an earlier skill (the caption stage's captioning after the QA stage)
+    replay: dict[str, float] = field(default_factory=dict)
     optim: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, lr=1e-3, weight_decay=0.05, warmup=50,
                                                                    batch_size=32, eval_every=250, ckpt_every=500))
 
@@ -219,13 +222,61 @@ def media_store(model: VisionLanguageModel, samples: Samples, cfg: DataConfig, s
                       device=recipe.device).to(recipe.device)
 
 
+def mixed_batches(main: Callable[[int], Iterator[dict[str, Any]]],
+                  replay: dict[str, tuple[float, Callable[[int], Iterator[dict[str, Any]]]]]
+                  ) -> Callable[[int], Iterator[dict[str, Any]]]:
+    """`batches(step)` where a share P = sum of the replay shares of the steps (step s when floor((s+1) P) >
+    floor(s P): evenly spread) come from the replay streams, each in proportion to its share (the stream furthest
+    behind its due count goes next), the rest from `main`. Every stream resumes at its own count, so a resumed run
+    sees exactly the batches it would have seen."""
+    shares = [p for p, _ in replay.values()]
+    total = sum(shares)
+    if total >= 1 or any(p <= 0 for p in shares):
+        raise ValueError(f"replay shares {shares} must be > 0 and sum to less than 1")
+
+    def owners() -> Iterator[int]:
+        """The stream of each step in order: the index of a replay stream, or -1 for main."""
+        given = [0] * len(shares)
+        s = 0
+        while True:
+            if int((s + 1) * total) > int(s * total):
+                due = sum(given) + 1
+                k = max(range(len(shares)), key=lambda i: (shares[i] / total * due - given[i], -i))
+                given[k] += 1
+                yield k
+            else:
+                yield -1
+            s += 1
+
+    def iterate(step: int) -> Iterator[dict[str, Any]]:
+        order = owners()
+        taken = [0] * (len(shares) + 1)  # steps before `step` per replay stream, then main (index -1)
+        for _ in range(step):
+            taken[next(order)] += 1
+        streams = [make(n) for (_, make), n in zip(replay.values(), taken)] + [main(taken[-1])]
+        for k in order:
+            yield next(streams[k])
+
+    return iterate
+
+
 def train_stage(model: VisionLanguageModel, stage: StageConfig, prepared: Prepared, recipe: VLMRecipe,
-                run_dir: Path, progress: bool = True) -> list[dict[str, Any]]:
-    """Train one stage with the shared Trainer (resuming its latest checkpoint); LoRA is merged at the end."""
+                run_dir: Path, progress: bool = True, others: dict[str, Prepared] | None = None
+                ) -> list[dict[str, Any]]:
+    """Train one stage with the shared Trainer (resuming its latest checkpoint); LoRA is merged at the end.
+    `others` holds the attached datasets that `stage.replay` mixes in."""
+    others = others or {}
+    missing = sorted(set(stage.replay) - set(others))
+    if missing:
+        raise KeyError(f"stage {stage.name!r} replays {missing} but the recipe's data has {sorted(others)}")
     params = select_parameters(model, stage)
     rows, cuda = prepared.rows, recipe.device.startswith("cuda")
     assert rows is not None and prepared.media is not None
     batches = rows.batches(stage.optim.batch_size, prepared.media, recipe.seed, recipe.device)
+    if stage.replay:
+        batches = mixed_batches(batches, {name: (share, others[name].rows.batches(
+            stage.optim.batch_size, others[name].media, recipe.seed + 1 + k, recipe.device))
+            for k, (name, share) in enumerate(sorted(stage.replay.items()))})
     val_convs, val_rows = conversations(prepared.val, prepared.config, recipe.seed)
     val = tokenize(model.tokenizer, val_convs[:256], val_rows[:256])
     val_batch = val.batch(torch.arange(min(len(val), stage.optim.batch_size)), prepared.val_media, recipe.device)
@@ -283,7 +334,8 @@ def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, ev
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
-    data = prepare_data(recipe, list(dict.fromkeys(s.data for s in recipe.stages)))
+    data = prepare_data(recipe, list(dict.fromkeys([s.data for s in recipe.stages] +
+                                                   [name for s in recipe.stages for name in s.replay])))
     tokenizer = build_tokenizer(recipe, data, run_dir)
     model = build_model(recipe, tokenizer)
     done = json.loads((run_dir / "stages_done.json").read_text()) if (run_dir / "stages_done.json").is_file() else []
@@ -294,8 +346,9 @@ def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, ev
         if stage.name in done:
             continue
         start = time.time()
-        attach(model, data[stage.data], recipe, run_dir)
-        train_stage(model, stage, data[stage.data], recipe, run_dir, progress)
+        for name in [stage.data, *stage.replay]:
+            attach(model, data[name], recipe, run_dir)
+        train_stage(model, stage, data[stage.data], recipe, run_dir, progress, data)
         timings[stage.name] = round(time.time() - start, 1)
         model.save(run_dir / "model")
         done.append(stage.name)
