@@ -135,10 +135,11 @@ def table_mcq(scene: Scene, rng: np.random.Generator) -> list[Row]:
 
 
 def timeseries_mcq(scene: Scene, rng: np.random.Generator) -> list[Row]:
-    """The moving object's trace (x, y, vx, vy, ax, ay over time): which way does it go?"""
+    """The moving object's trace (channels x, y, vx, vy, ax, ay over time; y grows downwards): which way does it go?
+    (Short, so an embedding model's text side holds the whole question and option.)"""
     gold = scene.motion.direction
-    return [_row("The series traces one moving object (x, y, vx, vy, ax, ay; y grows downwards). Which way does it "
-                 "move?", gold, "time-series trend", "motion", options(rng, gold, DIRECTIONS), media=["timeseries"])]
+    return [_row("Which way does the traced object move?", gold, "time-series trend", "motion",
+                 options(rng, gold, DIRECTIONS), media=["timeseries"])]
 
 
 def video_mcq(scene: Scene, rng: np.random.Generator) -> list[Row]:
