@@ -73,10 +73,12 @@ def test_generation_asks_the_chat_model_with_the_mmbench_prompt(tmp_path, one_th
     task = read_task(write_tsv(tmp_path / "m.tsv", colour_rows(GOLDS[:3])))
     r = run_task(task, Generate(chat), tmp_path / "g", progress=False)
     recs = [json.loads(x) for x in (tmp_path / "g" / "predictions.jsonl").read_text().splitlines()]
-    item = task.items[0]
-    text = prompt("mcq", item, item.options, {})
+    text = prompt("mcq", task.items[0], task.items[0].options, {})
     assert text.endswith("D. yellow\nAnswer with the option's letter from the given choices directly.")
-    assert recs[0]["raw"] == chat.chat(messages(text, item_media(item)), max_tokens=16, temperature=0.0).text
+    for rec, item in zip(recs, task.items):  # batched generation answers as the chat door does, one by one
+        alone = chat.chat(messages(prompt("mcq", item, item.options, {}), item_media(item)), max_tokens=16,
+                          temperature=0.0).text
+        assert rec["raw"] == alone
     assert r["unparsed"] == sum(x["parsed"] is None for x in recs)
     assert r["accuracy"] == pytest.approx(100 * sum(x["correct"] for x in recs) / 3, abs=0.01)
 

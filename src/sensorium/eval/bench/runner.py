@@ -42,14 +42,20 @@ def supports(kind: Kind, scorer: Any) -> str:
     return "" if scorer.mode in kind.modes else f"{kind.name} needs scoring by {' or '.join(kind.modes)}"
 
 
-def _judge(unit: Unit, task: Task, kind: Kind, scorer: Any) -> dict[str, Any]:
-    """One unit asked and judged: the predictions.jsonl record."""
+def _ask(chunk: Sequence[Unit], task: Task, kind: Kind, scorer: Any) -> list[str | None]:
+    """Generated answers for a chunk of units (None for the other scoring modes: they score in `_judge`)."""
+    if scorer.mode != "generate":
+        return [None] * len(chunk)
+    texts = [prompt(kind.name, u.item, u.options, task.meta) for u in chunk]
+    return scorer.generate_batch(texts, [u.item for u in chunk], int(task.meta.get("max_tokens", kind.max_tokens)))
+
+
+def _judge(unit: Unit, task: Task, kind: Kind, scorer: Any, raw: str | None = None) -> dict[str, Any]:
+    """One unit judged (its generated answer `raw`, or scored here): the predictions.jsonl record."""
     item = unit.item
     rec: dict[str, Any] = {"id": unit.id, "index": item.index, "rotation": unit.rotation, "category": item.category,
                            "l2": item.l2, "group": item.group, "answer": unit.answer}
     if scorer.mode == "generate":
-        raw = scorer.generate(prompt(kind.name, item, unit.options, task.meta), item,
-                              int(task.meta.get("max_tokens", kind.max_tokens)))
         rec["raw"] = raw
         if kind.choice:
             got = get_extractor(task.extract or kind.extract)(raw, unit.options)
@@ -141,12 +147,17 @@ def run_task(task: Task, scorer: Any, out: str | Path, *, model_name: str = "", 
             scorer.prepare(list({id(u.item): u.item for u in todo}.values()))
         if done:
             log.info("%s: %d units already in %s, %d to ask", task.name, len(done), pred_path, len(todo))
-        with pred_path.open("a") as sink:
-            for unit in progress_bar(todo, desc=task.name, unit="q", disable=not progress):
-                rec = _judge(unit, task, kind, scorer)
-                sink.write(json.dumps(rec) + "\n")
+        step = getattr(scorer, "batch", 1) if scorer.mode == "generate" else 1
+        with pred_path.open("a") as sink, progress_bar(total=len(todo), desc=task.name, unit="q",
+                                                       disable=not progress) as bar:
+            for start in range(0, len(todo), step):
+                chunk = todo[start:start + step]
+                for unit, raw in zip(chunk, _ask(chunk, task, kind, scorer)):
+                    rec = _judge(unit, task, kind, scorer, raw)
+                    sink.write(json.dumps(rec) + "\n")
+                    done[rec["id"]] = rec
                 sink.flush()
-                done[rec["id"]] = rec
+                bar.update(len(chunk))
         records = [done[u.id] for u in units(items, circular)]
     result = {**base, **kind.aggregate(records, items), "extract": setting["extract"] if kind.choice else None,
               "skipped": skipped, "seconds": round(time.time() - start, 1)}

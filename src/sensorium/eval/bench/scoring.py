@@ -20,6 +20,7 @@ from sensorium.eval.bench.circular import Unit
 from sensorium.eval.bench.items import Item
 from sensorium.eval.bench.prompts import messages, question_text
 from sensorium.eval.retrieval import ranks
+from sensorium.models.generation import GenerationConfig
 from sensorium.models.template import IGNORE, pad_rows, placeholder
 
 SIMILARITY_TEMPLATES = {"mcq": "{question} {option}", "yesno": "{question} {option}",
@@ -42,21 +43,36 @@ def pick(scores: dict[str, float], answer: str) -> tuple[str | None, float, list
 
 
 class Generate:
-    """Free-text answers from a chat model, greedy."""
+    """Free-text answers, greedy. A language decoder (`.model` a VisionLanguageModel) answers a batch at once,
+    with the conversation its `chat` would build (media placeholders, a newline, the text); anything else with a
+    `chat` is asked one question at a time."""
 
     mode = "generate"
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, batch: int = 32):
         if not hasattr(model, "chat"):
             raise ValueError(f"{getattr(model, 'name', type(model).__name__)} cannot generate text (no chat); use "
                              "--scoring similarity for an embedding model")
-        self.model = model
+        self.model, self.batch = model, batch
+        vlm = getattr(model, "model", None)
+        self.vlm = vlm if hasattr(vlm, "generate") and getattr(vlm, "tokenizer", None) is not None else None
 
     def reads(self) -> set[str]:
         return set(getattr(self.model, "modalities", []))
 
     def generate(self, text: str, item: Item, max_tokens: int) -> str:
-        return self.model.chat(messages(text, item_media(item)), max_tokens=max_tokens, temperature=0.0).text
+        return self.generate_batch([text], [item], max_tokens)[0]
+
+    def generate_batch(self, texts: Sequence[str], items: Sequence[Item], max_tokens: int) -> list[str]:
+        """One answer per (text, item), in order."""
+        media = [item_media(item) for item in items]
+        if self.vlm is None:
+            return [self.model.chat(messages(t, m), max_tokens=max_tokens, temperature=0.0).text
+                    for t, m in zip(texts, media)]
+        convs = [[{"role": "user", "content": "".join(placeholder(k) * len(v) for k, v in m.items()) +
+                   ("\n" if m else "") + t}] for t, m in zip(texts, media)]
+        config = GenerationConfig(max_new_tokens=max_tokens, temperature=0.0)
+        return [g.text for g in self.vlm.generate(convs, media, config)]
 
 
 class Likelihood:

@@ -3,7 +3,8 @@ formats (VLMEvalKit MCQ TSV with base64 images, MME-style yes/no pairs, open VQA
 classification, and questions over time series, video and speech) from held-out scenes (seed 2025, World's test
 stream; the project's models train on seed 0's train stream). Each task also gets the answers of the same
 questions on World's training split, for the bias-exposing baselines. Same config, same bytes: the suite is
-generated once into a cache folder keyed by its config, with file hashes checked on every use."""
+generated once into a cache folder keyed by its config and the code that writes it, with file hashes checked
+on every use."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from sensorium.data.tts import espeak_binary
 from sensorium.data.world import SHAPES, WorldConfig, generate_scene, make_sample
 from sensorium.data.world.scene import split_info
 from sensorium.eval.bench.formats import LETTERS, write_rows
+from sensorium.eval.bench import world_questions
 from sensorium.eval.bench.world_questions import BUILDERS
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,12 @@ class WorldBenchConfig:
     tasks: tuple[str, ...] = tuple(t.name for t in TASKS)
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps([VERSION, asdict(self)], sort_keys=True).encode()).hexdigest()[:10]
+        """Hash of the config and of the code that writes the questions: a changed builder is a new suite."""
+        code = [Path(m.__file__).read_bytes() for m in (world_questions, sys.modules[__name__])]
+        h = hashlib.sha1(json.dumps([VERSION, asdict(self)], sort_keys=True).encode())
+        for c in code:
+            h.update(c)
+        return h.hexdigest()[:10]
 
 
 def _rng(seed: int, split: str, index: int, task: str) -> np.random.Generator:

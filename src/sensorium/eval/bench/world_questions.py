@@ -56,10 +56,13 @@ def image_mcq(scene: Scene, rng: np.random.Generator) -> list[Row]:
     rows.append(_row(f"What shape is the {o.color} object?", o.shape, "shape", "perception", options(rng, o.shape, SHAPES)))
     o = _pick(rng, objs)
     rows.append(_row(f"What size is the {o.name}?", o.size, "size", "perception", options(rng, o.size, list(SIZES))))
-    shape = str(rng.choice(SHAPES))
-    count = str(shapes.count(shape))
-    rows.append(_row(f"How many {shape}s are there?", count, "count", "perception",
-                     options(rng, count, [str(i) for i in range(7)])))
+    by_count: dict[int, list[str]] = {}
+    for s in SHAPES:  # the count first (each count the scene offers equally likely), then a shape with it
+        by_count.setdefault(shapes.count(s), []).append(s)
+    count = int(rng.choice(sorted(by_count)))
+    shape = str(rng.choice(by_count[count]))
+    rows.append(_row(f"How many {shape}s are there?", str(count), "count", "perception",
+                     options(rng, str(count), [str(i) for i in range(7)])))
     if (o := _pick(rng, [x for x in objs if _clear_region(x)])) is not None:
         rows.append(_row(f"Where is the {o.name} in the picture?", region(o), "position", "perception",
                          options(rng, region(o), REGION_NAMES)))
