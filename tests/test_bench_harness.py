@@ -196,3 +196,27 @@ def test_suite_manifest_writes_per_task_results_and_a_summary(tmp_path):
     colours = r["tasks"]["colours"]
     assert colours["by_category"]["warm"] == {"n": 2, "accuracy": 50.0} and colours["accuracy"] == pytest.approx(16.67)
     assert "priors.jsonl" in r["tasks"]["colours"]["priors"]
+
+
+def test_open_vqa_file_with_ten_answers_scores_vqav2_soft_accuracy(tmp_path):
+    rows = [{"index": 0, "image": png_b64("red"), "question": "How many?", "answers": ["2"] * 3 + ["3"] * 7,
+             "category": "count"},
+            {"index": 1, "image": png_b64("blue"), "question": "What colour?", "answer": "blue", "category": "colour"}]
+    write_tsv(tmp_path / "vqa.jsonl", rows)
+    task = read_task(tmp_path / "vqa.jsonl")
+    assert task.kind == "vqa" and task.items[0].references() == ["2"] * 3 + ["3"] * 7
+    r = run_task(task, Generate(ScriptedChat(lambda t, m: "Two." if "many" in t else "Blue")), tmp_path / "v",
+                 progress=False)
+    assert r["by_category"] == {"colour": {"n": 1, "accuracy": 100.0}, "count": {"n": 1, "accuracy": 90.0}}
+    assert r["accuracy"] == 95.0 and r["unparsed"] == 0
+
+
+def test_questions_the_model_refuses_are_counted_wrong_and_shown(tmp_path):
+    def picky(text, messages):
+        if messages[0]["content"][0]["image"].getpixel((0, 0)) == (140, 60, 200):  # the purple picture
+            raise ValueError("the prompt is 300 tokens, longer than the decoder's context of 256")
+        return knows_colours(text, messages)
+    task = read_task(write_tsv(tmp_path / "m.tsv", colour_rows(GOLDS)))
+    r = run_task(task, Generate(ScriptedChat(picky)), tmp_path / "e", progress=False)
+    assert r["errors"] == 1 and r["unparsed"] == 0 and r["accuracy"] == pytest.approx(100 * 5 / 6, abs=0.01)
+    assert "context of 256" in (tmp_path / "e" / "results.md").read_text()

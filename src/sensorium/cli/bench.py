@@ -23,6 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     for task, r in (result.get("tasks") or {result["task"]: result}).items():
         note = f"  ({r['not_applicable']})" if r.get("not_applicable") else ""
         unparsed = f", {r['unparsed']} unparsed" if r.get("unparsed") else ""
+        unparsed += f", {r['errors']} refused" if r.get("errors") else ""
         print(f"{task:<24} {r['kind']:<15} n={r.get('n', 0):<5} {headline(r)}{unparsed}{note}")
     print(f"results: {args.out}/results.json, results.md, predictions.jsonl")
     return 0

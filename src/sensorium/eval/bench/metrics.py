@@ -23,6 +23,13 @@ MME_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _failures(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Generated answers that named no option (`unparsed`) and questions the model refused (`errors`, e.g. longer
+    than its context): both counted wrong."""
+    return {"unparsed": sum(r.get("parsed") is None and "raw" in r and "error" not in r for r in records),
+            "errors": sum("error" in r for r in records)}
+
+
 def _pct(values: Sequence[float]) -> float:
     return round(100.0 * sum(values) / len(values), 2) if values else 0.0
 
@@ -49,8 +56,7 @@ def choice_metrics(records: Sequence[dict[str, Any]], items: Sequence[Item]) -> 
     i.e. independent tie-breaks for baselines); `accuracy` is then the circular one, `vanilla_accuracy` the
     first rotation's."""
     first = [r for r in records if r.get("rotation", 0) == 0]
-    out: dict[str, Any] = {"n": len(first), "accuracy": _pct([r["correct"] for r in first]),
-                           "unparsed": sum(r.get("parsed") is None and "raw" in r for r in records),
+    out: dict[str, Any] = {"n": len(first), "accuracy": _pct([r["correct"] for r in first]), **_failures(records),
                            "by_category": _by(first, "category", lambda r: r["correct"]),
                            "by_l2_category": _by(first, "l2", lambda r: r["correct"])}
     if any(r.get("rotation", 0) for r in records):
@@ -94,8 +100,7 @@ def soft_accuracy(prediction: str, references: Sequence[str]) -> float:
 
 def vqa_metrics(records: Sequence[dict[str, Any]], items: Sequence[Item]) -> dict[str, Any]:
     """Open VQA: (soft) accuracy overall and per category; empty answers counted as unparsed."""
-    return {"n": len(records), "accuracy": _pct([r["correct"] for r in records]),
-            "unparsed": sum(r.get("parsed") is None and "raw" in r for r in records),
+    return {"n": len(records), "accuracy": _pct([r["correct"] for r in records]), **_failures(records),
             "by_category": _by(records, "category", lambda r: r["correct"])}
 
 
@@ -104,7 +109,8 @@ def caption_metrics(records: Sequence[dict[str, Any]], items: Sequence[Item]) ->
     refs = {item.index: item.references() for item in items}
     done = [r for r in records if r["index"] in refs]
     report = caption_report([r.get("raw") or "" for r in done], [refs[r["index"]] for r in done])
-    return {**report, "unparsed": sum(not (r.get("raw") or "").strip() for r in done)}
+    return {**report, "unparsed": sum(not (r.get("raw") or "").strip() and "error" not in r for r in done),
+            "errors": sum("error" in r for r in done)}
 
 
 def retrieval_metrics(records: Sequence[dict[str, Any]], items: Sequence[Item]) -> dict[str, Any]:

@@ -34,6 +34,8 @@ def task_markdown(result: dict[str, Any], records: Sequence[dict[str, Any]] = ()
         f" (first rotation alone: {result['vanilla_accuracy']:.1f})" if result.get("circular") else ""))
     if "unparsed" in result:
         lines.append(f"unparsed answers (counted wrong): {result['unparsed']}")
+    if result.get("errors"):
+        lines.append(f"questions the model refused (counted wrong): {result['errors']}")
     lines.append("")
     for key, title in (("by_category", "category"), ("by_l2_category", "l2-category")):
         if result.get(key):
@@ -53,6 +55,9 @@ def task_markdown(result: dict[str, Any], records: Sequence[dict[str, Any]] = ()
     bad = [r for r in records if r.get("parsed") is None and "raw" in r and "reason" in r][:5]
     if bad:
         lines += ["Unparsed answers (first 5):", ""] + [f"- {r['id']}: {r['raw']!r} ({r['reason']})" for r in bad] + [""]
+    refused = [r for r in records if "error" in r][:3]
+    if refused:
+        lines += ["Refused questions (first 3):", ""] + [f"- {r['id']}: {r['error']}" for r in refused] + [""]
     skipped = result.get("skipped", {})
     if skipped.get("read") or skipped.get("unsupported"):
         lines.append(f"skipped: {skipped.get('read', 0)} unreadable rows, {skipped.get('unsupported', 0)} items the "

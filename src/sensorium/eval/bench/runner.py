@@ -42,12 +42,29 @@ def supports(kind: Kind, scorer: Any) -> str:
     return "" if scorer.mode in kind.modes else f"{kind.name} needs scoring by {' or '.join(kind.modes)}"
 
 
+class Refused(str):
+    """What a model said when it could not take a question (e.g. a prompt longer than its context)."""
+
+
 def _ask(chunk: Sequence[Unit], task: Task, kind: Kind, scorer: Any) -> list[str | None]:
-    """Generated answers for a chunk of units (None for the other scoring modes: they score in `_judge`)."""
+    """Generated answers for a chunk of units (None for the other scoring modes: they score in `_judge`). A
+    question the model refuses (ValueError: too long, media it cannot take) is asked alone; if it is refused
+    again, its answer is a `Refused` with the reason: counted wrong and shown, never dropped."""
     if scorer.mode != "generate":
         return [None] * len(chunk)
     texts = [prompt(kind.name, u.item, u.options, task.meta) for u in chunk]
-    return scorer.generate_batch(texts, [u.item for u in chunk], int(task.meta.get("max_tokens", kind.max_tokens)))
+    limit = int(task.meta.get("max_tokens", kind.max_tokens))
+    try:
+        return scorer.generate_batch(texts, [u.item for u in chunk], limit)
+    except ValueError:
+        pass
+    out: list[str | None] = []
+    for text, unit in zip(texts, chunk):
+        try:
+            out += scorer.generate_batch([text], [unit.item], limit)
+        except ValueError as exc:
+            out.append(Refused(str(exc)))
+    return out
 
 
 def _judge(unit: Unit, task: Task, kind: Kind, scorer: Any, raw: str | None = None) -> dict[str, Any]:
@@ -55,6 +72,13 @@ def _judge(unit: Unit, task: Task, kind: Kind, scorer: Any, raw: str | None = No
     item = unit.item
     rec: dict[str, Any] = {"id": unit.id, "index": item.index, "rotation": unit.rotation, "category": item.category,
                            "l2": item.l2, "group": item.group, "answer": unit.answer}
+    if isinstance(raw, Refused) or scorer.mode != "generate" and kind.choice:
+        try:
+            scores = None if isinstance(raw, Refused) else scorer.option_scores(unit, kind.name)
+        except ValueError as exc:
+            raw = Refused(str(exc))
+        if isinstance(raw, Refused):
+            return {**rec, "raw": "", "parsed": None, "correct": 0.0, "error": str(raw)}
     if scorer.mode == "generate":
         rec["raw"] = raw
         if kind.choice:
@@ -66,7 +90,6 @@ def _judge(unit: Unit, task: Task, kind: Kind, scorer: Any, raw: str | None = No
             rec.update(parsed=normalize_answer(raw) or None, correct=soft_accuracy(raw, item.references()))
         return rec
     if kind.choice:
-        scores = scorer.option_scores(unit, kind.name)
         chosen, correct, ties = pick(scores, unit.answer)
         rec.update(parsed=chosen, correct=correct, scores={k: list(v) if isinstance(v, tuple) else round(v, 5)
                                                            for k, v in scores.items()})

@@ -40,6 +40,15 @@ def load_manifest(path: str | Path, strict: bool = False, only: list[str] | None
     return body.get("name", path.parent.name), tasks
 
 
+def _is_manifest(path: Path) -> bool:
+    """A bench.json is an object with `tasks`; a JSON benchmark file is a list of rows."""
+    try:
+        body = json.loads(path.read_text())
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("tasks"), list)
+
+
 def resolve(target: str, *, cache: str | Path = "data/bench", strict: bool = False, kind: str | None = None,
             only: list[str] | None = None, progress: bool = True, **options: Any) -> tuple[str, list[Task]]:
     """(suite name, tasks) for a built-in name (`world-bench`, or `world-bench/image-mcq` for one task), a
@@ -51,7 +60,7 @@ def resolve(target: str, *, cache: str | Path = "data/bench", strict: bool = Fal
     path = Path(target)
     if path.is_dir() and (path / "bench.json").is_file():
         path = path / "bench.json"
-    if path.name == "bench.json" or (path.suffix == ".json" and path.is_file() and "tasks" in path.read_text()[:4000]):
+    if path.suffix == ".json" and path.is_file() and _is_manifest(path):
         return load_manifest(path, strict, only)
     if path.suffix.lower() in TABLE_SUFFIXES or path.is_file():
         one = read_task(path, kind, strict=strict, **options)
