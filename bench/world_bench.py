@@ -25,7 +25,7 @@ from sensorium.eval.bench.report import leaderboard_markdown
 from sensorium.eval.bench.suite import BUILTINS
 from sensorium.inference import load
 
-KEEP = ("kind", "scoring", "n", "accuracy", "vanilla_accuracy", "unparsed", "cider_d", "bleu4", "mean_words",
+KEEP = ("kind", "scoring", "n", "accuracy", "vanilla_accuracy", "unparsed", "errors", "cider_d", "bleu4", "mean_words",
         "perception", "acc_plus", "not_applicable", "seconds", "template")
 
 
