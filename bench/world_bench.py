@@ -20,6 +20,7 @@ from typing import Any
 from _machine import RESULTS, machine
 
 from sensorium.eval.bench import run_suite
+from sensorium.eval.bench.api import files_fingerprint
 from sensorium.eval.bench.baselines import BASELINES
 from sensorium.eval.bench.report import leaderboard_markdown
 from sensorium.eval.bench.suite import BUILTINS
@@ -75,7 +76,8 @@ def main() -> int:
         for mode in (modes.split(",") if modes else [None]):
             label = f"{name} ({mode})" if mode else name
             r = run_suite("world-bench", model, args.work / label.replace(" ", "_").replace("(", "").replace(")", ""),
-                          model_name=label, scoring=mode, cache=args.cache, circular=circular)
+                          model_name=label, scoring=mode, cache=args.cache, circular=circular,
+                          model_id=files_fingerprint(path))
             entries.append({"name": label, "path": path, "kind": model.kind, "params": params(model),
                             "scoring": mode or "default", "results": r["tasks"]})
     tasks = [t["name"] for t in body["tasks"]]

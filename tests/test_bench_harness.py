@@ -10,6 +10,7 @@ from _bench import NAMES, ScriptedChat, colour_rows, png_b64, write_tsv
 
 from sensorium.cli import main
 from sensorium.eval.bench import read_task, rotate, run_suite, run_task, units
+from sensorium.eval.bench.api import files_fingerprint
 from sensorium.eval.bench.metrics import choice_metrics, mme_metrics, soft_accuracy
 from sensorium.eval.bench.runner import baseline_scorer
 from sensorium.eval.bench.scoring import Generate
@@ -142,6 +143,15 @@ def test_resume_asks_only_what_is_missing_and_refuses_another_run(tmp_path):
     assert len(lines) == 24 and json.loads(lines[0])["raw"] in "ABCD"
     with pytest.raises(ValueError, match="written for another run.*circular: True -> False"):
         run_task(task, Generate(ScriptedChat(knows_colours)), tmp_path / "out", progress=False)
+    weights = tmp_path / "model"  # retrained weights at the same path are another model
+    weights.mkdir()
+    (weights / "w.bin").write_bytes(b"1")
+    before = files_fingerprint(weights)
+    (weights / "w.bin").write_bytes(b"22")
+    assert before and files_fingerprint(weights) != before and files_fingerprint(tmp_path / "none") == ""
+    with pytest.raises(ValueError, match="model_id: '' -> "):
+        run_task(task, Generate(ScriptedChat(knows_colours)), tmp_path / "out", circular=True,
+                 model_id=files_fingerprint(weights), progress=False)
 
 
 def test_unparsed_answers_are_counted_and_shown(tmp_path):

@@ -9,6 +9,7 @@ import json
 
 def _run(args: argparse.Namespace) -> int:
     from sensorium.eval.bench import run_suite
+    from sensorium.eval.bench.api import files_fingerprint
     from sensorium.eval.bench.report import headline
 
     model = args.model
@@ -19,7 +20,8 @@ def _run(args: argparse.Namespace) -> int:
     only = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     result = run_suite(args.target, model, args.out, model_name=args.name or args.model, scoring=args.scoring,
                        template=args.template, circular=args.circular, limit=args.limit, strict=args.strict,
-                       cache=args.cache, kind=args.kind, only=only, progress=not args.quiet)
+                       cache=args.cache, kind=args.kind, only=only, progress=not args.quiet,
+                       model_id=files_fingerprint(args.model))
     for task, r in (result.get("tasks") or {result["task"]: result}).items():
         note = f"  ({r['not_applicable']})" if r.get("not_applicable") else ""
         unparsed = f", {r['unparsed']} unparsed" if r.get("unparsed") else ""

@@ -3,6 +3,7 @@ give each task a scorer (a scoring mode over the model, or a baseline), run them
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,20 @@ def scorer_for(model: Any, task: Task, scoring: str | None = None, template: str
     return MODES[mode](model, template) if mode == "similarity" else MODES[mode](model)
 
 
+def files_fingerprint(path: str | Path) -> str:
+    """A hash of the names, sizes and modification times of the files under `path` (a model directory): changes
+    when the weights are retrained or replaced; '' for a path that does not exist (a packaged name)."""
+    root = Path(path)
+    if not root.exists():
+        return ""
+    h = hashlib.sha1()
+    for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
+        if p.is_file():
+            stat = p.stat()
+            h.update(f"{p.relative_to(root) if root.is_dir() else p.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
 def _macro(results: dict[str, dict[str, Any]]) -> float | None:
     scores = [r["accuracy"] for r in results.values()
               if r.get("accuracy") is not None and r["kind"] in ("mcq", "yesno", "vqa", "classification")]
@@ -37,7 +52,7 @@ def _macro(results: dict[str, dict[str, Any]]) -> float | None:
 def run_suite(target: str, model: Any, out: str | Path, *, model_name: str = "", scoring: str | None = None,
               template: str | None = None, circular: bool = False, limit: int | None = None, strict: bool = False,
               cache: str | Path = "data/bench", kind: str | None = None, only: list[str] | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, model_id: str = "") -> dict[str, Any]:
     """Run every task of `target` (a file, a bench.json or a built-in name). One task writes into `out`; several
     write into out/<task>/ and a suite summary into out/results.json (+ results.md)."""
     out = Path(out)
@@ -47,7 +62,7 @@ def run_suite(target: str, model: Any, out: str | Path, *, model_name: str = "",
     for task in tasks:
         where = out if len(tasks) == 1 else out / task.name
         results[task.name] = run_task(task, scorer_for(model, task, scoring, template), where, model_name=label,
-                                      circular=circular, limit=limit, progress=progress)
+                                      model_id=model_id, circular=circular, limit=limit, progress=progress)
     if len(tasks) == 1:
         return next(iter(results.values()))
     summary = {"suite": name, "model": label, "accuracy": _macro(results), "tasks": results,

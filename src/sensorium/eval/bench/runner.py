@@ -133,9 +133,11 @@ def _fingerprint(out: Path, setting: dict[str, Any]) -> None:
     path.write_text(json.dumps(setting, indent=1) + "\n")
 
 
-def run_task(task: Task, scorer: Any, out: str | Path, *, model_name: str = "", circular: bool = False,
-             limit: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score `scorer` (scoring.Generate / Likelihood / Similarity or a Baseline) on `task`; see module doc."""
+def run_task(task: Task, scorer: Any, out: str | Path, *, model_name: str = "", model_id: str = "",
+             circular: bool = False, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score `scorer` (scoring.Generate / Likelihood / Similarity or a Baseline) on `task`; see module doc.
+    `model_id` identifies the weights (see api.files_fingerprint), so predictions of retrained weights at the same
+    path are not resumed."""
     out = Path(out)
     kind = get_kind(task.kind)
     start = time.time()
@@ -156,7 +158,7 @@ def run_task(task: Task, scorer: Any, out: str | Path, *, model_name: str = "", 
     if not items:
         return {**base, "n": 0, "accuracy": None, "skipped": skipped,
                 "not_applicable": skipped.get("unsupported_reason", "no items")}
-    setting = {**base, "sha1": _sha1(task.source), "extract": task.extract or kind.extract,
+    setting = {**base, "model_id": model_id, "sha1": _sha1(task.source), "extract": task.extract or kind.extract,
                "template": getattr(scorer, "template", None)}
     _fingerprint(out, setting)
     pred_path = out / "predictions.jsonl"
@@ -173,8 +175,8 @@ def run_task(task: Task, scorer: Any, out: str | Path, *, model_name: str = "", 
         step = getattr(scorer, "batch", 1) if scorer.mode == "generate" else 1
         with pred_path.open("a") as sink, progress_bar(total=len(todo), desc=task.name, unit="q",
                                                        disable=not progress) as bar:
-            for start in range(0, len(todo), step):
-                chunk = todo[start:start + step]
+            for first in range(0, len(todo), step):
+                chunk = todo[first:first + step]
                 for unit, raw in zip(chunk, _ask(chunk, task, kind, scorer)):
                     rec = _judge(unit, task, kind, scorer, raw)
                     sink.write(json.dumps(rec) + "\n")
