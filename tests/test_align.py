@@ -24,6 +24,12 @@ def test_recipe_overrides_reach_stages():
     assert config.stages[1].train.steps == 7 and config.towers["audio"] == "logmel-stats"
 
 
+def test_recipe_towers_replace_the_defaults():
+    """A recipe that names only image and text gets no (untrained) audio head from the defaults."""
+    config = load_align_config(str(ROOT / "configs" / "bench-composer-world.yaml"), [])
+    assert config.towers == {"image": "efficientnet-lite0", "text": "minilm-l6"}
+
+
 def _toy_features(n: int = 96, seed: int = 0) -> FeatureSet:
     g = torch.Generator().manual_seed(seed)
     latent = torch.randn(n, 8, generator=g)

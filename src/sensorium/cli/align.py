@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def load_align_config(path: str | None, overrides: list[str]):
-    """An AlignConfig from defaults, a YAML recipe and `key.path=value` overrides."""
+    """An AlignConfig from defaults, a YAML recipe (its `stages` and `towers` replace the defaults whole) and
+    `key.path=value` overrides."""
     import yaml
 
     from sensorium.core.config import _merge, apply_overrides, to_dict
@@ -17,9 +18,12 @@ def load_align_config(path: str | None, overrides: list[str]):
     if path:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         stages = loaded.pop("stages", None)
+        towers = loaded.pop("towers", None)  # replaces the defaults whole: a recipe without audio has no audio head
         _merge(data, loaded, path)
         if stages is not None:
             data["stages"] = stages
+        if towers is not None:
+            data["towers"] = towers
     apply_overrides(data, overrides)
     return AlignConfig.from_dict(data)
 
