@@ -51,7 +51,7 @@ def task_markdown(result: dict[str, Any], records: Sequence[dict[str, Any]] = ()
                         [[d, m["R@1"], m["R@5"], m["R@10"], m["median_rank"], result["chance"][d]["R@1"],
                           result["chance"][d]["R@10"]] for d, m in result["retrieval"].items()]) + [""]
     if result["kind"] == "caption":
-        lines += [f"BLEU-4 {result['bleu4']}, CIDEr-D {result['cider_d']}, mean words {result['mean_words']}", ""]
+        lines += [f"BLEU-4 {result['bleu4']}, CIDEr-D {result['cider_d']}, mean words {result.get('mean_words')}", ""]
     bad = [r for r in records if r.get("parsed") is None and "raw" in r and "reason" in r][:5]
     if bad:
         lines += ["Unparsed answers (first 5):", ""] + [f"- {r['id']}: {r['raw']!r} ({r['reason']})" for r in bad] + [""]
