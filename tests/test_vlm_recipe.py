@@ -12,7 +12,8 @@ from _vlm import image
 
 from sensorium.cli import main
 from sensorium.models.vlm import VisionLanguageModel
-from sensorium.train.vlm import load_recipe, run_recipe
+from sensorium.core.config import load_config
+from sensorium.train.vlm import VLMRecipe, run_recipe
 
 transformers = pytest.importorskip("transformers")
 
@@ -53,7 +54,7 @@ def run(tmp_path_factory):
                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.save(str(decoder / "tokenizer.json"))
     (root / "recipe.yaml").write_text(RECIPE.replace("DECODER", str(decoder)))
-    recipe = load_recipe(root / "recipe.yaml", ["seed=1"])
+    recipe = load_config(VLMRecipe, root / "recipe.yaml", ["seed=1"])
     report = run_recipe(recipe, root / "run", progress=False)
     return root, report
 
@@ -70,7 +71,7 @@ def test_two_stage_recipe_trains_saves_and_evaluates(run):
     model = VisionLanguageModel.load(out)
     assert model.lm.cfg.vocab_size > 290  # the LM's vocabulary grew by our special tokens
     assert not any("lora" in k for k in model.state_dict())  # LoRA merged back into plain weights
-    again = run_recipe(load_recipe(out / "recipe.yaml"), out, progress=False, evaluate=False)
+    again = run_recipe(load_config(VLMRecipe, out / "recipe.yaml"), out, progress=False, evaluate=False)
     assert again["train_seconds"] == {}  # finished stages are not trained again
 
 
@@ -78,7 +79,7 @@ def test_align_stage_leaves_the_decoder_frozen(run, tmp_path):
     from safetensors.torch import load_file
 
     root, _ = run
-    recipe = load_recipe(root / "recipe.yaml", ["stages.1.optim.steps=0"])
+    recipe = load_config(VLMRecipe, root / "recipe.yaml", ["stages.1.optim.steps=1"])
     recipe.stages = recipe.stages[:1]
     run_recipe(recipe, tmp_path, progress=False, evaluate=False)
     before = load_file(str(root / "decoder" / "model.safetensors"))["model.layers.0.mlp.up_proj.weight"]
@@ -122,13 +123,13 @@ def test_committed_world_recipes_train_and_report_test_split(name, tmp_path):
     for stage in (0, 1):
         sets += [f"stages.{stage}.time_budget_s=0", f"stages.{stage}.optim.steps=2",
                  f"stages.{stage}.optim.batch_size=4", f"stages.{stage}.optim.eval_every=2"]
-    recipe = load_recipe(root / "configs" / f"{name}.yaml", sets)
+    recipe = load_config(VLMRecipe, root / "configs" / f"{name}.yaml", sets)
     assert recipe.model.media["image"].projector.encoder_layers > 0 and recipe.model.media["image"].train_tower
     report = run_recipe(recipe, tmp_path / "run", progress=False)
     assert report["vqa"]["n"] > 0 and report["vqa-test"]["n"] > 0
     assert {"by_family", "parse_failure_rate"} <= set(report["vqa-test"])
     assert len(list((tmp_path / "world").glob("world-*.safetensors"))) == 3  # train, val, test, shared by stages
-    again = load_recipe(root / "configs" / f"{name}.yaml", sets)
+    again = load_config(VLMRecipe, root / "configs" / f"{name}.yaml", sets)
     from sensorium.train.vlm_data import load_samples
 
     cached = load_samples(again.data["vqa"], "test", again.seed)  # read back from the cache, same scenes

@@ -52,9 +52,10 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sensorium.train.vlm import load_recipe, run_recipe
+    from sensorium.core.config import load_config
+    from sensorium.train.vlm import VLMRecipe, run_recipe
 
-    recipe = load_recipe(args.config, args.overrides)
+    recipe = load_config(VLMRecipe, args.config, args.overrides)
     report = run_recipe(recipe, args.run, progress=not args.quiet, evaluate=not args.no_eval)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "examples"} if isinstance(v, dict) else v
                       for k, v in report.items()}, indent=2))
@@ -65,12 +66,13 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from sensorium.eval.vlm import evaluate_data
     from sensorium.models.vlm import VisionLanguageModel
-    from sensorium.train.vlm import attach, load_recipe, prepare_data
+    from sensorium.core.config import load_config
+    from sensorium.train.vlm import VLMRecipe, attach, prepare_data
 
     run = Path(args.run)
     if not (run / "recipe.yaml").is_file():
         raise FileNotFoundError(f"{run}: no recipe.yaml; expected a run directory of `sensorium vlm train`")
-    recipe = load_recipe(run / "recipe.yaml", [f"device={args.device}"])
+    recipe = load_config(VLMRecipe, run / "recipe.yaml", [f"device={args.device}"])
     model = VisionLanguageModel.load(run, args.device)
     report: dict[str, Any] = {"n": 0}
     for name, prepared in prepare_data(recipe, recipe.evaluate or list(recipe.data)).items():

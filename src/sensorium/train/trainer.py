@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from sensorium.core.config import checked
 from sensorium.core.files import load_state, save_state
 from sensorium.core.progress import progress_bar
 from sensorium.eval.plots import loss_curve
@@ -31,20 +32,20 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings of one training stage."""
+    """Optimisation settings of one training stage (ranges checked when a recipe is loaded)."""
 
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup: int = 50
-    batch_size: int = 256
-    grad_clip: float = 1.0
-    accumulate: int = 1  # micro-batches per optimiser step
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
-    eval_every: int = 250
-    ckpt_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    steps: int = checked(1000, min=1)
+    lr: float = checked(1e-3, gt=0)
+    weight_decay: float = checked(0.1, min=0)
+    warmup: int = checked(50, min=0)
+    batch_size: int = checked(256, min=1)
+    grad_clip: float = checked(1.0, min=0)  # 0 = no clipping
+    accumulate: int = checked(1, min=1)  # micro-batches per optimiser step
+    precision: str = checked("auto", choices=PRECISIONS)  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
+    eval_every: int = checked(250, min=1)
+    ckpt_every: int = checked(500, min=1)
+    keep_checkpoints: int = checked(2, min=1)
+    log_every: int = checked(10, min=1)
     seed: int = 0
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from sensorium.core.config import checked, from_dict
 from sensorium.core.progress import progress_bar
 from sensorium.data.shards import SkipLog, iter_samples
 from sensorium.data.world import WorldConfig, make_sample
@@ -32,16 +33,22 @@ log = logging.getLogger(__name__)
 class DataConfig:
     """Where samples come from and which task they become."""
 
-    source: str = "world"  # world (generated in memory) | shards (folder with train/ val/ test/ shards)
+    source: str = checked("world", choices=("world", "shards"))  # world (generated in memory) | shards (a folder)
     path: str = ""  # shards: the folder
-    task: str = "vqa"  # vqa (multi-turn QA, world only) | caption
-    n_train: int = 2000  # world: scenes; shards: at most this many samples (0 = all)
-    n_val: int = 300
+    task: str = checked("vqa", choices=("vqa", "caption"))  # vqa (multi-turn QA, world only) | caption
+    n_train: int = checked(2000, min=0)  # world: scenes; shards: at most this many samples (0 = all)
+    n_val: int = checked(300, min=0)
     world: dict[str, Any] = field(default_factory=dict)  # WorldConfig fields (image_size, qa_per_type, ...)
-    turns: int = 6  # vqa: question-answer turns per conversation
+    turns: int = checked(6, min=1)  # vqa: question-answer turns per conversation
     prompt: str = "Describe the picture."  # caption: the user's request
-    workers: int = 1  # world generation processes
+    workers: int = checked(1, min=1)  # world generation processes
     cache_dir: str = ""  # world: keep generated splits here (safetensors + JSON), shared by runs of one recipe
+
+    def validate(self) -> None:
+        """Called by the config loader: `world` holds WorldConfig fields; shards need a path."""
+        from_dict(WorldConfig, self.world, "world")
+        if self.source == "shards" and not self.path:
+            raise ValueError("source: shards needs path: the folder holding train/ and val/ shards")
 
 
 @dataclass
@@ -65,7 +72,7 @@ def _world_item(index: int, split: str, seed: int, config: Any) -> tuple[np.ndar
 
 def world_samples(n: int, split: str, seed: int, world: dict[str, Any], workers: int = 1) -> Samples:
     """n World scenes of `split` (image, caption, QA), generated in memory; identical for any `workers`."""
-    job = partial(_world_item, split=split, seed=seed, config=WorldConfig(**world))
+    job = partial(_world_item, split=split, seed=seed, config=from_dict(WorldConfig, world, "world"))
     if workers > 1:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
