@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from sensorium.core.config import checked, save_config
+from sensorium.core.lock import run_lock
 from sensorium.data.batches import FeatureBatches
 from sensorium.data.features import FeatureSet, cached_features, feature_cache_dir
 from sensorium.eval.retrieval import ranks
@@ -171,9 +172,13 @@ def train_stage(model: AlignedModel, stage: StageConfig, train: FeatureSet, val:
 
 
 def run_alignment(config: AlignConfig, run_dir: str | Path, progress: bool = True) -> AlignedModel:
-    """Cache features, train every stage in order, save the model after each stage into `run_dir`/model."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Cache features, train every stage in order, save the model after each stage into `run_dir`/model (holding
+    the run directory's lock: a second writer is refused)."""
+    with run_lock(run_dir):
+        return _run_alignment(config, Path(run_dir), progress)
+
+
+def _run_alignment(config: AlignConfig, run_dir: Path, progress: bool) -> AlignedModel:
     save_config(config, run_dir / "align.yaml")
     cache = feature_cache(config)
     train = load_features(config, "train", cache, progress)

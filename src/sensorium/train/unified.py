@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from sensorium.core.config import checked, save_config
+from sensorium.core.lock import run_lock
 from sensorium.data.memory import MemorySet
 from sensorium.data.world import COLORS, SHAPES, SIZES, WorldConfig, write_world
 from sensorium.data.world.language import REGIONS, where
@@ -80,6 +81,20 @@ class UnifiedRecipe:
     threads: int = checked(0, min=0)  # torch CPU threads (0: leave torch's default)
     seed: int = 0
 
+    def check_modalities(self) -> None:
+        """Every data modality has a tokenizer and vice versa (checked by run_unified, not at load, so a recipe can
+        still be edited in Python after loading, e.g. a tokenizer dropped)."""
+        want = list(self.data.modalities)
+        for name in want:
+            if name not in self.model.tokenizers:
+                raise ValueError(f"the data has modality {name!r} but the model has no tokenizer for it (tokenizers: "
+                                 f"{', '.join(self.model.tokenizers)}); add model.tokenizers.{name} or drop it from "
+                                 "data.modalities")
+        unused = [m for m in self.model.tokenizers if m not in want]
+        if unused:
+            raise ValueError(f"model.tokenizers has {unused} but data.modalities {want} does not; drop them from "
+                             "the model")
+
 
 def prepare_world(data: WorldData, progress: bool = True) -> dict[str, str]:
     """Shard globs of the train/val/test splits, generating a split only when its summary does not match."""
@@ -136,20 +151,17 @@ def _vocab(recipe: UnifiedRecipe, train: MemorySet) -> None:
 
 
 def run_unified(recipe: UnifiedRecipe, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Generate/load data, train (resuming if the run has checkpoints), evaluate, save model and report."""
+    """Generate/load data, train (resuming if the run has checkpoints), evaluate, save model and report (holding
+    the run directory's lock: a second writer is refused)."""
+    recipe.check_modalities()
+    with run_lock(run_dir):
+        return _run_unified(recipe, Path(run_dir), progress)
+
+
+def _run_unified(recipe: UnifiedRecipe, run_dir: Path, progress: bool) -> dict[str, Any]:
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     want = list(recipe.data.modalities)
-    for name in want:
-        if name not in recipe.model.tokenizers:
-            raise ValueError(f"the data has modality {name!r} but the model has no tokenizer for it (tokenizers: "
-                             f"{', '.join(recipe.model.tokenizers)}); add model.tokenizers.{name} or drop it from "
-                             "data.modalities")
-    unused = [m for m in recipe.model.tokenizers if m not in want]
-    if unused:
-        raise ValueError(f"model.tokenizers has {unused} but data.modalities {want} does not; drop them from the model")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     specs = prepare_world(recipe.data, progress)
     sets = {split: MemorySet(spec, want, content_key, progress=progress) for split, spec in specs.items()}
     _vocab(recipe, sets["train"])

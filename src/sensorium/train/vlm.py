@@ -17,6 +17,7 @@ import yaml
 from tokenizers import Tokenizer
 
 from sensorium.core.config import checked
+from sensorium.core.lock import run_lock
 from sensorium.eval.plots import loss_curve
 from sensorium.eval.vlm import evaluate_data
 from sensorium.interop import load_pretrained
@@ -254,10 +255,13 @@ def held_out(prepared: Prepared, split: str, model: VisionLanguageModel, recipe:
 
 def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Data -> tokenizer -> model -> every stage in order (the model saved to run_dir/model after each) ->
-    evaluation (run_dir/eval.json) and a loss curve (run_dir/loss.png). Returns the evaluation report."""
+    evaluation (run_dir/eval.json) and a loss curve (run_dir/loss.png). Returns the evaluation report. Holds the
+    run directory's lock: a second writer is refused."""
+    with run_lock(run_dir):
+        return _run_recipe(recipe, Path(run_dir), progress, evaluate)
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _run_recipe(recipe: VLMRecipe, run_dir: Path, progress: bool, evaluate: bool) -> dict[str, Any]:
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
     data = prepare_data(recipe, list(dict.fromkeys(s.data for s in recipe.stages)))
     tokenizer = build_tokenizer(recipe, data, run_dir)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sensorium.core.config import checked
+from sensorium.core.lock import run_lock
 from sensorium.core.progress import progress_bar
 from sensorium.data.batches import seeded_rows
 from sensorium.objectives import LOSSES
@@ -120,7 +121,13 @@ def train_one(config: XorConfig, p_hat: float, loss: str, seed: int, run_dir: st
 
 
 def run_xor(config: XorConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """The whole sweep: accuracy of retrieving b from (a, c) against p_hat, per objective (mean over seeds)."""
+    """The whole sweep: accuracy of retrieving b from (a, c) against p_hat, per objective (mean over seeds),
+    holding the run directory's lock (a second writer is refused)."""
+    with run_lock(run_dir):
+        return _run_xor(config, run_dir, progress)
+
+
+def _run_xor(config: XorConfig, run_dir: str | Path, progress: bool) -> dict[str, Any]:
     runs = []
     grid = [(p, loss, s) for p in config.p_hats for loss in config.losses for s in config.seeds]
     for p_hat, loss, seed in progress_bar(grid, desc="symile-xor", unit="run", disable=not progress):
