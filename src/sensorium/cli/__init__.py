@@ -104,6 +104,20 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     return args
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, LookupError, OSError, RuntimeError,
+                                                ArithmeticError, ImportError)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a failed command: the message of an error caused by input (which names the file, field or
+    value and the fix), or, for anything else (a bug), its type and message and how to see the traceback."""
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(str(message).split()) or type(exc).__name__
+    if isinstance(exc, USER_ERRORS):
+        return text
+    return f"internal error {type(exc).__name__}: {text} (a bug: rerun with -v for the traceback and report it)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, argv)
@@ -112,20 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from sensorium.core.errors import MissingDependency
-
     try:
         code = args.func(args)
-    except (MissingDependency, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as exc:
-        # User-facing errors: one clear line, no traceback (use -v for one).
+    except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM; training saves a checkpoint first and says where
         if args.verbose:
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"sensorium: error: {message}", file=sys.stderr)
+        print(f"sensorium: {exc or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+    except Exception as exc:  # noqa: BLE001 - one line for users, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"sensorium: error: {error_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("sensorium: interrupted", file=sys.stderr)
-        return 130
     return int(code or 0)
 
 

@@ -28,18 +28,22 @@ def read_media(path: str, modality: str) -> Any:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from sensorium.models.generation import GenerationConfig
+    from sensorium.core.device import check_device
+    from sensorium.inference.chat import generation_config
     from sensorium.models.template import placeholder
     from sensorium.models.vlm import VisionLanguageModel
 
+    config = generation_config(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                               top_k=args.top_k, beams=args.beams, stop=list(args.stop), seed=args.seed)
+    check_device(args.device, "--device")
+    if not args.question.strip() and not (args.image or args.audio):
+        raise ValueError("the question is empty; ask something, e.g. \"What is in the picture?\"")
     model = VisionLanguageModel.load(args.run, args.device)
     media = {m: [read_media(p, m) for p in paths] for m, paths in (("image", args.image), ("audio", args.audio))
              if paths}
     text = args.question
     if not any(placeholder(m) in text for m in media):
         text = "".join(placeholder(m) * len(v) for m, v in media.items()) + ("\n" if media else "") + text
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              top_k=args.top_k, num_beams=args.beams, stop=list(args.stop), seed=args.seed)
     conversation = [{"role": "user", "content": text}]
     if args.beams > 1:
         print(model.generate([conversation], [media], config)[0].text)
@@ -69,6 +73,9 @@ def _eval(args: argparse.Namespace) -> int:
     from sensorium.core.config import load_config
     from sensorium.train.vlm import VLMRecipe, attach, prepare_data
 
+    from sensorium.core.device import check_device
+
+    check_device(args.device, "--device")
     run = Path(args.run)
     if not (run / "recipe.yaml").is_file():
         raise FileNotFoundError(f"{run}: no recipe.yaml; expected a run directory of `sensorium vlm train`")

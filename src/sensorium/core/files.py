@@ -125,6 +125,34 @@ def read_state_dict(root: str | Path, names: Iterable[str], allow_pickle: bool =
     return state, ", ".join(str(p) for p in files)
 
 
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
+                     metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a safetensors file atomically (a `.tmp` sibling renamed over the target when complete), so a crash
+    or a full disk never leaves a truncated file under the real name."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(dict(tensors), str(tmp), metadata=dict(metadata) if metadata else None)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (a `.tmp` sibling renamed over the target)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """Write tensors as safetensors (contiguous copies; tied tensors are written once per name)."""
     save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(path), metadata={"format": "pt"})

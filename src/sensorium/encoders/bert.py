@@ -17,6 +17,7 @@ from torch import nn
 
 from sensorium.core.errors import package_version, require
 from sensorium.encoders.base import Tower, register_tower
+from sensorium.nn.tokenizers import read_tokenizer
 
 _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
@@ -173,7 +174,7 @@ def load_bert_tokenizer(directory: str | Path, max_length: int) -> Tokenizer | B
     """The WordPiece tokenizer of a HF BERT directory, truncating to `max_length` and padding to the longest."""
     directory = Path(directory)
     if (directory / "tokenizer.json").is_file():
-        tokenizer: Tokenizer | BaseTokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        tokenizer: Tokenizer | BaseTokenizer = read_tokenizer(directory / "tokenizer.json")
     elif (directory / "vocab.txt").is_file():
         options_file = directory / "tokenizer_config.json"
         options = json.loads(options_file.read_text()) if options_file.is_file() else {}

@@ -12,10 +12,10 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sensorium.core.config import checked, from_dict
+from sensorium.core.files import read_json, read_safetensors, save_safetensors, write_text_atomic
 from sensorium.encoders.base import Tower, build_tower, to_device
 from sensorium.models.generation import Generated, GenerationConfig, generate_from_embeds, stream_tokens
 from sensorium.models.llama import LlamaConfig, LlamaLM
@@ -301,10 +301,10 @@ class VisionLanguageModel(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith(frozen)}
         if self.lm.cfg.tie_embeddings:
             state.pop("lm.lm_head.weight", None)
-        save_file(state, str(directory / "model.safetensors"))
+        save_safetensors(state, directory / "model.safetensors")
         config = self.config.to_dict()
         config["decoder_path"] = ""  # the weights now live here
-        (directory / "config.json").write_text(json.dumps({"architecture": "sensorium-vlm", **config}, indent=2))
+        write_text_atomic(directory / "config.json", json.dumps({"architecture": "sensorium-vlm", **config}, indent=2))
         if self.tokenizer is not None:
             self.tokenizer.save(directory)
         return directory
@@ -319,11 +319,11 @@ class VisionLanguageModel(nn.Module):
             directory = directory / "model"
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory}: no config.json; expected a model saved by `sensorium vlm train`")
-        raw = json.loads((directory / "config.json").read_text())
+        raw = read_json(directory / "config.json")
         if raw.pop("architecture", None) != "sensorium-vlm":
             raise ValueError(f"{directory / 'config.json'}: not a Sensorium VLM config")
         model = cls(from_dict(VLMConfig, raw, str(directory / "config.json")), ChatTokenizer.load(directory))
-        state = load_file(str(directory / "model.safetensors"))
+        state = read_safetensors(directory / "model.safetensors")
         if model.lm.cfg.tie_embeddings:
             state["lm.lm_head.weight"] = state["lm.embed.weight"]
         frozen = tuple(f"towers.{m}." for m, c in model.config.media.items() if not c.train_tower)

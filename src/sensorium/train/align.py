@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from sensorium.core.config import checked, save_config
+from sensorium.core.device import check_device
 from sensorium.core.lock import run_lock
 from sensorium.data.batches import FeatureBatches
 from sensorium.data.features import FeatureSet, cached_features, feature_cache_dir
@@ -174,6 +175,7 @@ def train_stage(model: AlignedModel, stage: StageConfig, train: FeatureSet, val:
 def run_alignment(config: AlignConfig, run_dir: str | Path, progress: bool = True) -> AlignedModel:
     """Cache features, train every stage in order, save the model after each stage into `run_dir`/model (holding
     the run directory's lock: a second writer is refused)."""
+    check_device(config.device)
     with run_lock(run_dir):
         return _run_alignment(config, Path(run_dir), progress)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 import yaml
-from tokenizers import Tokenizer
 
 from sensorium.core.config import checked
+from sensorium.core.device import check_device
 from sensorium.core.lock import run_lock
 from sensorium.eval.plots import loss_curve
 from sensorium.eval.vlm import evaluate_data
@@ -24,6 +24,7 @@ from sensorium.interop import load_pretrained
 from sensorium.models.template import ChatTemplate, ChatTokenizer, extend_tokenizer, train_tokenizer
 from sensorium.models.vlm import VisionLanguageModel, VLMConfig
 from sensorium.nn.lora import apply_lora, merge_lora
+from sensorium.nn.tokenizers import read_tokenizer
 from sensorium.train.trainer import TrainConfig, Trainer
 from sensorium.train.vlm_data import (
     DataConfig,
@@ -157,7 +158,7 @@ def build_tokenizer(recipe: VLMRecipe, data: dict[str, Prepared], run_dir: Path)
         path = Path(recipe.model.decoder_path) / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the pretrained decoder has no tokenizer.json")
-        base = extend_tokenizer(Tokenizer.from_file(str(path)), recipe.template, modalities)
+        base = extend_tokenizer(read_tokenizer(path), recipe.template, modalities)
     else:
         texts = [t for p in data.values() for t in corpus(p.train, p.config)]
         base = train_tokenizer(texts, recipe.vocab_size, recipe.template, modalities)
@@ -257,6 +258,7 @@ def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, ev
     """Data -> tokenizer -> model -> every stage in order (the model saved to run_dir/model after each) ->
     evaluation (run_dir/eval.json) and a loss curve (run_dir/loss.png). Returns the evaluation report. Holds the
     run directory's lock: a second writer is refused."""
+    check_device(recipe.device)
     with run_lock(run_dir):
         return _run_recipe(recipe, Path(run_dir), progress, evaluate)
 
