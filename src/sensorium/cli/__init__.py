@@ -56,7 +56,7 @@ class Commands:
         sub = self._group(group) if group else self._sub
         parser = sub.add_parser(name, help=help, description=help,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.set_defaults(func=func, accepts_overrides=overrides)
+        parser.set_defaults(func=func, accepts_overrides=overrides, command_parser=parser)
         if overrides:  # added last (in `finish`), after the command's own positional arguments
             self._pending.append((parser, example))
         return parser
@@ -93,6 +93,12 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     """Parse, collecting `key=value` overrides that follow options (argparse stops a positional list at the
     first option) for commands that take them; anything else unknown is an error."""
     args, extra = parser.parse_known_args(argv)
+    command = getattr(args, "command_parser", None)
+    if extra and command is not None:  # an optional positional written after options (`search RUN -k 3 "text"`)
+        for action in command._actions:
+            if (action.nargs == "?" and not action.option_strings and getattr(args, action.dest, None) is None
+                    and extra and not extra[0].startswith("-") and not OVERRIDE.match(extra[0])):
+                setattr(args, action.dest, extra.pop(0))
     if extra:
         if getattr(args, "accepts_overrides", False):
             stray = [x for x in extra if not OVERRIDE.match(x)]
