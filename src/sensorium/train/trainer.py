@@ -110,7 +110,7 @@ class Trainer:
         """Checkpoint the current step, keeping the newest `keep_checkpoints`. Only finite weights are saved (a
         non-finite one is a divergence: rolled back and reported), so every checkpoint is a good one."""
         if not self._weights_finite():
-            raise self._diverged("a weight", float("nan"), after=True)
+            raise self._diverged("a weight", "not finite", after=True)
         with run_lock(self.run_dir):
             path = save_state(self.ckpt_dir / f"step-{self.step:07d}", self._state())
             for stale in checkpoints(self.ckpt_dir)[: -self.config.keep_checkpoints]:
@@ -163,7 +163,7 @@ class Trainer:
                 kept.append(line)
         self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
-    def _diverged(self, what: str, value: float, after: bool = False) -> FloatingPointError:
+    def _diverged(self, what: str, value: float | str, after: bool = False) -> FloatingPointError:
         """The NaN/inf error: rolls the model, optimizer and step back to the newest checkpoint (all of them hold
         finite weights) and names it. With nothing saved yet, the current weights are saved if they are finite."""
         kept = latest_checkpoint(self.ckpt_dir)
