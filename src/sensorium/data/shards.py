@@ -186,6 +186,8 @@ def iter_raw(shard: Path, skips: SkipLog | None = None) -> Iterator[dict[str, An
                 raise ShardError(f"{shard}: {message}") from None
             skips.skip("truncated_shard", where, message, uncounted=str(shard))
             return
+        if not tar.members and not _ends_cleanly(shard, 0, size):  # (an empty tar is just the end marker)
+            return _unreadable(shard, f"{shard}: not a tar shard (no valid member header in {size} bytes)", skips)
         if not _ends_cleanly(shard, end, size):
             # Cut at a member boundary: tarfile stops quietly, but the last sample may be incomplete.
             where = f"{shard}:{current['__key__']}" if current else str(shard)
