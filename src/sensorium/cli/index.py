@@ -47,15 +47,15 @@ def _search(args: argparse.Namespace) -> int:
     from sensorium.cli.vlm import read_media
 
     check_query(args)
-    model = load_run(args.run)
-    index = VectorIndex.load(Path(args.run) / "index")
     if args.text:
         modality, value, label = "text", args.text, args.text
-    else:
+    else:  # decoded before anything loads: a bad query file fails fast, naming the file
         modality = "image" if args.image else "audio"
         path = args.image or args.audio
         value = read_media(path, modality)
         label = f"{modality}: {Path(path).name}"
+    model = load_run(args.run)
+    index = VectorIndex.load(Path(args.run) / "index")
     hits = index.search(embed_query(model, modality, value), k=args.k, modality=args.target)
     for rank, hit in enumerate(hits, 1):
         preview = f"  {hit.item['text'][:60]!r}" if hit.item.get("text") else ""

@@ -34,8 +34,10 @@ def checked(default: Any = _MISSING, *, default_factory: Any = _MISSING, min: fl
     """A dataclass field with load-time rules: `min`/`max` inclusive and `gt`/`lt` exclusive bounds (applied to a
     number, or to each number of a list or mapping), `choices` (a collection, or a function returning one, e.g.
     a registry's names), and `replace=True` for a mapping that a recipe replaces whole instead of merging."""
-    meta = {"min": min, "max": max, "gt": gt, "lt": lt, "choices": choices, "replace": replace}
-    meta = {k: v for k, v in meta.items() if v not in (None, False)}
+    meta: dict[str, Any] = {k: v for k, v in (("min", min), ("max", max), ("gt", gt), ("lt", lt),
+                                               ("choices", choices)) if v is not None}
+    if replace:
+        meta["replace"] = True
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
