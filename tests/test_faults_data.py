@@ -185,3 +185,35 @@ def test_coco_json_damaged_is_named(tmp_path):
     truncate(coco, 0.5)
     with pytest.raises(ValueError, match=r"captions.json: not valid JSON"):
         CocoSource(coco)
+
+
+def test_decoder_token_cache_is_keyed_by_images_and_tower_weights(tmp_path):
+    from sensorium.encoders.base import Tower
+    from sensorium.train.vlm_data import MediaStore
+
+    class Linear(Tower):
+        name, modality, dim = "lin", "image", 2
+
+        def __init__(self, seed: int):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.proj = torch.nn.Linear(12, 2)
+
+        def prepare(self, values):
+            return values.float().reshape(len(values), -1) / 255
+
+        def forward(self, inputs):
+            return self.proj(inputs)
+
+    images = torch.randint(0, 255, (5, 3, 2, 2), dtype=torch.uint8)
+    first = MediaStore(images, Linear(0), frozen=True, cache_dir=tmp_path, tag="split").tokens.tokens.clone()
+    shuffled = MediaStore(images.flip(0), Linear(0), frozen=True, cache_dir=tmp_path, tag="split").tokens.tokens
+    assert torch.equal(shuffled, first.flip(0))  # same tag, other pictures: not the cached rows
+    other = MediaStore(images, Linear(1), frozen=True, cache_dir=tmp_path, tag="split").tokens.tokens
+    assert not torch.equal(other, first)  # same tower name, other weights
+    cached = sorted(tmp_path.glob("tokens-lin-*.safetensors"))
+    assert len(cached) == 3
+    truncate(cached[0], 0.5)  # a damaged entry is encoded again, not trusted
+    again = [MediaStore(x, Linear(s), frozen=True, cache_dir=tmp_path, tag="split").tokens.tokens
+             for x, s in ((images, 0), (images.flip(0), 0), (images, 1))]
+    assert torch.equal(again[0], first) and torch.equal(again[1], first.flip(0)) and torch.equal(again[2], other)

@@ -10,12 +10,12 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from tokenizers.implementations import BaseTokenizer, BertWordPieceTokenizer
 from torch import nn
 
 from sensorium.core.errors import package_version, require
+from sensorium.core.files import read_safetensors
 from sensorium.encoders.base import Tower, register_tower
 from sensorium.nn.tokenizers import read_tokenizer
 
@@ -152,7 +152,7 @@ def convert_hf_bert_state_dict(state: dict[str, torch.Tensor], config: BertConfi
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     """The weights of a HF model directory: model.safetensors if present, else pytorch_model.bin."""
     if (directory / "model.safetensors").is_file():
-        return load_file(directory / "model.safetensors")
+        return read_safetensors(directory / "model.safetensors")
     if (directory / "pytorch_model.bin").is_file():
         return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {directory}")

@@ -19,7 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sensorium.core.config import checked, from_dict
+from sensorium.core.files import CheckpointError, read_safetensors, save_safetensors
 from sensorium.core.progress import progress_bar
+from sensorium.data.features import weights_digest
 from sensorium.data.shards import SkipLog, iter_samples
 from sensorium.data.world import WorldConfig, make_sample
 from sensorium.encoders.base import Tower
@@ -110,6 +112,20 @@ def cached_world_samples(folder: Path, n: int, split: str, seed: int, world: dic
     return samples
 
 
+def images_digest(images: Any) -> str:
+    """SHA-256 of a split's images (a uint8 tensor, or PIL images' pixels), so cached tower tokens are keyed by
+    the pictures they came from, not by where they were read."""
+    h = hashlib.sha256()
+    if isinstance(images, torch.Tensor):
+        h.update(str(tuple(images.shape)).encode())
+        h.update(images.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        for image in images:
+            h.update(f"{getattr(image, 'mode', '')}{getattr(image, 'size', '')}".encode())
+            h.update(image.tobytes() if hasattr(image, "tobytes") else repr(image).encode())
+    return h.hexdigest()[:16]
+
+
 def shard_samples(path: str | Path, limit: int = 0) -> Samples:
     """Image + caption samples from WebDataset shards (corrupt members are counted skips, logged)."""
     skips = SkipLog()
@@ -192,12 +208,19 @@ class MediaStore:
     def _encode(self, images: Any, batch_size: int, device: Any, cache_dir: Path | None, tag: str) -> TowerTokens:
         path = None
         if cache_dir is not None:
-            key = hashlib.sha1(json.dumps([tag, self.tower.describe(), getattr(self.tower, "token_grid", None)],
+            key = hashlib.sha1(json.dumps([tag, self.tower.describe(), getattr(self.tower, "token_grid", None),
+                                           images_digest(images), weights_digest(self.tower)],
                                           sort_keys=True, default=str).encode()).hexdigest()[:16]
             path = cache_dir / f"tokens-{self.tower.name}-{key}.safetensors"
             if path.is_file():
-                data = load_file(str(path))
-                return TowerTokens(data["tokens"], data["mask"].bool())
+                try:
+                    data = read_safetensors(path)
+                    if data["tokens"].shape[0] == len(images):
+                        return TowerTokens(data["tokens"], data["mask"].bool())
+                    log.warning("%s: %d rows for %d images; encoding them again", path, data["tokens"].shape[0],
+                                len(images))
+                except (CheckpointError, KeyError) as exc:
+                    log.warning("%s is damaged (%s); encoding the images again", path, exc)
         self.tower.eval().to(device)
         chunks, masks = [], []
         for start in progress_bar(range(0, len(images), batch_size), desc=f"{self.tower.name} tokens", unit="batch"):
@@ -209,7 +232,7 @@ class MediaStore:
         tokens = TowerTokens(torch.cat(chunks), torch.cat(masks))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"tokens": tokens.tokens.contiguous(), "mask": tokens.mask.to(torch.uint8)}, str(path))
+            save_safetensors({"tokens": tokens.tokens.contiguous(), "mask": tokens.mask.to(torch.uint8)}, path)
         return tokens
 
     def to(self, device: str | torch.device) -> "MediaStore":
