@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ def member_offsets(path: Path) -> dict[str, int]:
         return {m.name: m.offset for m in tar.getmembers()}
 
 
-def truncate(path: Path, keep: float | int) -> None:
+def truncate(path: Path, keep: float) -> None:
     """Cut a file to `keep` bytes (an int) or to that fraction of its size (a float)."""
     data = path.read_bytes()
     path.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])

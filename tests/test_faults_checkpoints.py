@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _faults import Net, batches, config, flip_byte, losses, step_fn, truncate
 
-import sensorium.core.files as files
+from _faults import Net, batches, config, flip_byte, losses, step_fn, truncate
+from sensorium.core import files
 from sensorium.core.files import CheckpointError, load_state, save_state
 from sensorium.core.lock import RunLocked, acquire, release, run_lock
 from sensorium.train.trainer import Trainer

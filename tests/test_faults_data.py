@@ -12,8 +12,8 @@ import tarfile
 
 import pytest
 import torch
-from _faults import FaultTower, add, member_offsets, png, truncate, wav, write_shard
 
+from _faults import FaultTower, add, member_offsets, png, truncate, wav, write_shard
 from sensorium.data.features import cached_features
 from sensorium.data.formats import ManifestSource, iter_source
 from sensorium.data.shards import ShardError, SkipLog, iter_raw, iter_samples

@@ -10,14 +10,14 @@ import math
 
 import pytest
 import torch
-from _faults import png, truncate, wav, write_shard
 from safetensors.torch import save_file
 
+from _faults import png, truncate, wav, write_shard
 from sensorium.cli import main
 from sensorium.core.config import ConfigError, load_config
 from sensorium.core.files import CheckpointError
-from sensorium.models.aligned import AlignedConfig, AlignedModel, HeadConfig
 from sensorium.modalities import DecodeError
+from sensorium.models.aligned import AlignedConfig, AlignedModel, HeadConfig
 from sensorium.train.align import AlignConfig
 
 CAPTIONS = ["a red one", "a green one", "a blue one", "a yellow one"]
@@ -109,7 +109,7 @@ def test_bad_override_is_one_line_naming_it(tmp_path, capsys, override):
 def test_verbose_shows_the_traceback_and_bugs_are_labelled(tmp_path, capsys, monkeypatch):
     with pytest.raises(ConfigError):
         main(["-v", "train", "align", str(tmp_path / "run"), "heads.dim=0"])
-    import sensorium.train.align as align
+    from sensorium.train import align
 
     def bug(*args, **kwargs):
         raise TypeError("unsupported operand")

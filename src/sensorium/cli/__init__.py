@@ -12,7 +12,7 @@ import importlib
 import logging
 import re
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 # Modules exposing `register(commands: Commands)`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sensorium: {exc or 'interrupted'}", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
-    except Exception as exc:  # noqa: BLE001 - one line for users, the traceback with -v
+    except Exception as exc:
         if args.verbose:
             raise
         print(f"sensorium: error: {error_line(exc)}", file=sys.stderr)

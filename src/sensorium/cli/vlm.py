@@ -68,12 +68,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from sensorium.core.config import load_config
+    from sensorium.core.device import check_device
     from sensorium.eval.vlm import evaluate_data
     from sensorium.models.vlm import VisionLanguageModel
-    from sensorium.core.config import load_config
     from sensorium.train.vlm import VLMRecipe, attach, prepare_data
-
-    from sensorium.core.device import check_device
 
     check_device(args.device, "--device")
     run = Path(args.run)

@@ -14,8 +14,9 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -49,7 +50,7 @@ class _Where:
     def __init__(self, source: str, path: str = ""):
         self.source, self.path = source, path
 
-    def child(self, key: Any) -> "_Where":
+    def child(self, key: Any) -> _Where:
         return _Where(self.source, f"{self.path}.{key}" if self.path else str(key))
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 """One writer per run directory: `run_lock(dir)` holds an exclusive lock on `dir/.lock` (an OS file lock, so the
 kernel frees it when its process dies: a lock left by a dead process is taken over). A second writer gets a
-RunLocked error naming the holder's PID and command. The lock is re-entrant within one process."""
+RunLocked error naming the holder's PID and command. The lock is re-entrant within one process; under torchrun only
+rank 0 takes it (the other ranks of the same run write through it)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
@@ -46,6 +47,8 @@ def acquire(directory: str | Path) -> None:
     """Take the run directory's lock (or deepen this process's hold on it); RunLocked if another process has it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun the rank-0 process holds the run's lock for all ranks
+        return
     path = (directory / LOCK_NAME).resolve()
     key = str(path)
     if key in _held:
