@@ -118,7 +118,8 @@ class Trainer:
         return path
 
     def _load(self, path: Path) -> None:
-        state = load_state(path)
+        """Restore a checkpoint that `newest_valid` has just verified (so it is not hashed twice)."""
+        state = load_state(path, verify=False)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
