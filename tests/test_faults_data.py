@@ -217,3 +217,15 @@ def test_decoder_token_cache_is_keyed_by_images_and_tower_weights(tmp_path):
     again = [MediaStore(x, Linear(s), frozen=True, cache_dir=tmp_path, tag="split").tokens.tokens
              for x, s in ((images, 0), (images.flip(0), 0), (images, 1))]
     assert torch.equal(again[0], first) and torch.equal(again[1], first.flip(0)) and torch.equal(again[2], other)
+
+
+def test_inspect_counts_missing_members_and_strict_fails(tmp_path, capsys):
+    from sensorium.cli import main
+
+    write_shard(tmp_path / "d" / "a.tar", CAPTIONS, skip={3: "txt"})
+    assert main(["-q", "data", "inspect", str(tmp_path / "d"), "--no-sheet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["modalities"] == {"image": 6, "text": 5}
+    assert report["skipped"]["by_reason"] == {"missing_text": 1} and "a.tar:s003" in report["skipped"]["examples"][0]
+    assert main(["-q", "data", "inspect", str(tmp_path / "d"), "--no-sheet", "--strict"]) == 1
+    assert "a.tar:s003: no text member" in capsys.readouterr().err

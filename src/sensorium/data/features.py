@@ -22,7 +22,7 @@ from sensorium.core.files import (
     write_text_atomic,
 )
 from sensorium.core.progress import progress_bar
-from sensorium.data.shards import SkipLog, expand_shards, iter_samples
+from sensorium.data.shards import SkipLog, count_missing, expand_shards, iter_samples
 from sensorium.encoders.base import Tower
 from sensorium.modalities import DecodeError
 
@@ -191,15 +191,3 @@ def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, 
                                               "shards": [{"name": s.name, "path": str(s)} for s in shards]}))
     if skips.total:
         log.warning("%d sample(s) with skipped members while encoding: %s", skips.total, dict(skips.counts))
-
-
-def count_missing(lacking: dict[str, list[str]], n: int, skips: SkipLog) -> None:
-    """Count samples that lack a member other samples of the same data have (`missing_<modality>`; an error with
-    a strict SkipLog). A modality no sample has is not a per-sample problem: it is logged once."""
-    for modality, where in lacking.items():
-        if len(where) == n:
-            log.warning("no sample has a %s member; its features are all absent", modality)
-            continue
-        for key in where:
-            if not skips.has(f"corrupt_{modality}", key):  # a corrupt member is counted as corrupt already
-                skips.skip(f"missing_{modality}", key, f"no {modality} member")

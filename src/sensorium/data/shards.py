@@ -90,6 +90,18 @@ class SkipLog:
         return out
 
 
+def count_missing(lacking: dict[str, list[str]], n: int, skips: SkipLog) -> None:
+    """Count samples that lack a member other samples of the same data have (`missing_<modality>`; an error with
+    a strict SkipLog). A modality no sample has is not a per-sample problem: it is logged once."""
+    for modality, where in lacking.items():
+        if len(where) == n:
+            log.warning("no sample has a %s member", modality)
+            continue
+        for key in where:
+            if not skips.has(f"corrupt_{modality}", key):  # a corrupt member is counted as corrupt already
+                skips.skip(f"missing_{modality}", key, f"no {modality} member")
+
+
 def expand_shards(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Turn a directory, glob, brace pattern (`train-{000..009}.tar`) or list of those into tar paths."""
     if not isinstance(spec, (str, os.PathLike)):
