@@ -145,3 +145,12 @@ def test_list_models_names_the_packaged_defaults():
     names = {row["name"]: row for row in sensorium.list_models()}
     assert names["composer"]["kind"] == "embedder" and names["decoder"]["kind"] == "chat"
     assert json.dumps(sensorium.list_models())  # plain data: the server returns it as it is
+
+
+def test_checkpoint_info_reads_sensorium_runs_too(aligned_run, capsys):
+    from sensorium.cli import main
+
+    assert main(["checkpoint", "info", str(aligned_run)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info == {"layout": "sensorium", "name": aligned_run.name, "kind": "embedder",
+                    "modalities": ["image", "text"], "dim": 16}
