@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sensorium.core.progress import progress_bar
-from sensorium.data.shards import SkipLog, expand_shards, iter_samples
+from sensorium.data.shards import SkipLog, count_samples, expand_shards, iter_samples
 from sensorium.encoders.base import Tower
 from sensorium.modalities import DecodeError
 
@@ -115,7 +115,8 @@ def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, 
             chunks[modality].append(([i for i, _ in rows], feats))
             pending[modality] = []
 
-    bar = progress_bar(desc=f"features ({', '.join(towers)})", unit="sample", disable=not progress)
+    bar = progress_bar(total=count_samples(shards) if progress else None, desc=f"features ({', '.join(towers)})",
+                       unit="sample", disable=not progress)
     for sample in iter_samples(shards, want=want, skips=skips):
         i = len(keys)
         keys.append(f"{Path(sample['__shard__']).name}:{sample['__key__']}")
