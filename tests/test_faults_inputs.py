@@ -164,20 +164,20 @@ def test_empty_question_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n cut short", png((1, 2, 3))[:40], b"GIF89a garbage"])
 def test_corrupt_images_are_named(tmp_path, content):
-    from sensorium.cli.vlm import read_media
+    from sensorium.inference.items import to_value
 
     (tmp_path / "q.png").write_bytes(content)
-    with pytest.raises(DecodeError, match=r"q.png: cannot decode as image"):
-        read_media(str(tmp_path / "q.png"), "image")
+    with pytest.raises(ValueError, match=r"q.png\)?: (cannot decode as image|cannot tell the format|\.png data is)"):
+        to_value("image", str(tmp_path / "q.png"), "--image")
 
 
 @pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00WAVEfmt ", wav(440.0)[:30]])
 def test_corrupt_audio_is_named(tmp_path, content):
-    from sensorium.cli.vlm import read_media
+    from sensorium.inference.items import to_value
 
     (tmp_path / "q.wav").write_bytes(content)
-    with pytest.raises(DecodeError, match=r"q.wav: cannot decode as audio"):
-        read_media(str(tmp_path / "q.wav"), "audio")
+    with pytest.raises(ValueError, match=r"q.wav\)?: cannot decode as audio"):
+        to_value("audio", str(tmp_path / "q.wav"), "--audio")
 
 
 def test_search_with_a_corrupt_query_image_names_it_before_loading_anything(tmp_path, capsys):

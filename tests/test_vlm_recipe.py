@@ -101,9 +101,9 @@ def test_chat_and_eval_commands(run, tmp_path, capsys):
     assert main(["chat", str(root / "run"), "--image", str(tmp_path / "bad.png"), "What?"]) == 1
     assert "cannot decode as image" in capsys.readouterr().err
     assert main(["chat", str(root / "run"), "--image", str(picture), "<image> vs <image>?"]) == 1
-    assert "2 <image> placeholder(s) but 1 image" in capsys.readouterr().err
+    assert "2 <image> placeholder(s) in the question but 1 image file(s) given" in capsys.readouterr().err
     assert main(["chat", str(root / "run"), "--image", str(root / "recipe.yaml"), "What?"]) == 1
-    assert "is not a image file" in capsys.readouterr().err
+    assert ".yaml data is of no known modality, not image" in capsys.readouterr().err
     long = "What shape is it? " * 80
     assert main(["chat", str(root / "run"), "--image", str(picture), long]) == 1
     assert "longer than the decoder's context" in capsys.readouterr().err
@@ -147,3 +147,27 @@ def test_damaged_world_cache_is_regenerated_with_a_warning(tmp_path, caplog):
         again = cached_world_samples(tmp_path, 3, "val", 0, {"image_size": 16})
     assert "unreadable World cache" in caplog.text and path.name in caplog.text
     assert torch.equal(first.images, again.images) and first.qa == again.qa
+
+
+def test_the_python_api_loads_the_run_and_chats(run, tmp_path):
+    """`sensorium.load` on a decoder run gives a ChatModel: greedy chat equals the streamed pieces joined and the
+    model's own generate; the OpenAI-style parts put the image where it stands."""
+    import sensorium
+    from sensorium.models.generation import GenerationConfig
+
+    root, _ = run
+    model = sensorium.load(root / "run")
+    assert model.kind == "chat" and model.modalities == ["image"]
+    picture = tmp_path / "p.png"
+    image(size=16).save(picture)
+    messages = [{"role": "user", "content": [{"type": "image", "image": str(picture)},
+                                             {"type": "text", "text": "What shape?"}]}]
+    answer = model.chat(messages, max_tokens=6)
+    assert answer.completion_tokens <= 6 and answer.prompt_tokens > 3
+    assert "".join(model.stream(messages, max_tokens=6)) == answer.text
+    from PIL import Image
+
+    own = model.model.generate([[{"role": "user", "content": "<image>What shape?"}]],
+                               [{"image": [Image.open(picture).convert("RGB")]}], GenerationConfig(max_new_tokens=6))
+    assert own[0].text == answer.text
+    assert model.ask("What shape?", image=str(picture), max_tokens=6) == answer.text

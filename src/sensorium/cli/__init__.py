@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.cli.index",
     "sensorium.cli.quickstart",
     "sensorium.cli.vlm",
+    "sensorium.cli.models",
 )
 
 

@@ -44,7 +44,7 @@ def check_query(args: argparse.Namespace) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from sensorium.cli.vlm import read_media
+    from sensorium.inference.items import to_value
 
     check_query(args)
     if args.text:
@@ -52,7 +52,7 @@ def _search(args: argparse.Namespace) -> int:
     else:  # decoded before anything loads: a bad query file fails fast, naming the file
         modality = "image" if args.image else "audio"
         path = args.image or args.audio
-        value = read_media(path, modality)
+        value = to_value(modality, path, f"--{modality}")
         label = f"{modality}: {Path(path).name}"
     model = load_run(args.run)
     index = VectorIndex.load(Path(args.run) / "index")

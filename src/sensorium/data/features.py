@@ -22,7 +22,7 @@ from sensorium.core.files import (
     write_text_atomic,
 )
 from sensorium.core.progress import progress_bar
-from sensorium.data.shards import SkipLog, count_missing, expand_shards, iter_samples
+from sensorium.data.shards import SkipLog, count_missing, count_samples, expand_shards, iter_samples
 from sensorium.encoders.base import Tower
 from sensorium.modalities import DecodeError
 
@@ -159,7 +159,8 @@ def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, 
             chunks[modality].append(([i for i, _ in rows], feats))
             pending[modality] = []
 
-    bar = progress_bar(desc=f"features ({', '.join(towers)})", unit="sample", disable=not progress)
+    bar = progress_bar(total=count_samples(shards) if progress else None, desc=f"features ({', '.join(towers)})",
+                       unit="sample", disable=not progress)
     lacking: dict[str, list[str]] = {m: [] for m in towers}
     for sample in iter_samples(shards, want=want, skips=skips):
         i = len(keys)

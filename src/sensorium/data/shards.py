@@ -135,6 +135,19 @@ def split_key(member_name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), ext.lower()
 
 
+def count_samples(shards: Iterable[Path]) -> int | None:
+    """Distinct sample keys in the shards, from the tar headers alone (seeking past the data: cheap next to
+    decoding), for progress totals; None if a shard cannot be listed (the reader reports it properly)."""
+    total = 0
+    for shard in shards:
+        try:
+            with tarfile.open(shard, "r:*") as tar:
+                total += len({split_key(m.name)[0] for m in tar.getmembers() if m.isfile() and split_key(m.name)[1]})
+        except (tarfile.TarError, OSError, EOFError):
+            return None
+    return total
+
+
 def _unreadable(shard: Path, message: str, skips: SkipLog | None) -> None:
     if skips is None:
         raise ShardError(message)

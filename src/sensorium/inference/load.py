@@ -104,7 +104,7 @@ def _checkpoint(root: Path, name: str, device: str) -> Model | None:
 # (what it is, how to recognise and load it): tried in order
 LAYOUTS: list[tuple[str, Callable[[Path, str, str], Model | None]]] = [
     ("a composer run or aligned model (config.json with heads and towers + model.safetensors)", _aligned),
-    ("a language decoder run (`sensorium vlm train`: config.json with architecture sensorium-vlm)", _vlm),
+    ("a language decoder run (`sensorium train vlm`: config.json with architecture sensorium-vlm)", _vlm),
     ("a unified encoder run (`sensorium train unified`: model/state.json)", _unified),
     ("a dual encoder checkpoint (`sensorium train clip` runs, HF CLIP/SigLIP, open_clip)", _checkpoint),
 ]
