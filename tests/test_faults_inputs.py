@@ -16,7 +16,6 @@ from _faults import png, truncate, wav, write_shard
 from sensorium.cli import main
 from sensorium.core.config import ConfigError, load_config
 from sensorium.core.files import CheckpointError
-from sensorium.modalities import DecodeError
 from sensorium.models.aligned import AlignedConfig, AlignedModel, HeadConfig
 from sensorium.train.align import AlignConfig
 
@@ -182,7 +181,7 @@ def test_corrupt_audio_is_named(tmp_path, content):
 
 def test_search_with_a_corrupt_query_image_names_it_before_loading_anything(tmp_path, capsys):
     (tmp_path / "q.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
-    _fails(capsys, ["search", str(tmp_path / "no-run"), "--image", str(tmp_path / "q.png")], "q.png: cannot decode")
+    _fails(capsys, ["search", str(tmp_path / "no-run"), "--image", str(tmp_path / "q.png")], "q.png): cannot decode")
 
 
 @pytest.fixture()

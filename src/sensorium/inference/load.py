@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from sensorium.core.files import CheckpointError, load_state
+from sensorium.core.files import CheckpointError, load_state, read_json
 from sensorium.inference.chat import ChatModel
 from sensorium.inference.embedders import AlignedEmbedder, DualEncoderEmbedder, Embedder, UnifiedEmbedder
 from sensorium.interop import build_tower, detect_family, load_pretrained
@@ -141,5 +141,9 @@ def load(source: str | Path = "default", device: str | torch.device = "cpu") -> 
         model = loader(root, name, device)
         if model is not None:
             return model
+    for folder in (root, root / "model"):  # a damaged config is named, not reported as an unknown layout
+        for config in ("config.json", "state.json"):
+            if (folder / config).is_file():
+                read_json(folder / config)
     looked = "\n  - ".join(what for what, _ in LAYOUTS)
     raise ValueError(f"{root}: not a model directory Sensorium knows. Looked for:\n  - {looked}")
