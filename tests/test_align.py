@@ -4,12 +4,11 @@ import pytest
 import torch
 import yaml
 
-from sensorium.core.config import to_dict
+from sensorium.core.config import load_config, to_dict
 from sensorium.data.batches import FeatureBatches
 from sensorium.data.features import FeatureSet
 from sensorium.models.aligned import AlignedConfig, AlignedModel, HeadConfig
 from sensorium.train.align import AlignConfig, StageConfig, train_stage, val_recall
-from sensorium.cli.align import load_align_config
 from sensorium.train.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,13 +19,13 @@ def test_quickstart_recipe_equals_the_defaults():
 
 
 def test_recipe_overrides_reach_stages():
-    config = load_align_config(str(ROOT / "configs" / "quickstart.yaml"), ["stages.1.train.steps=7", "towers.audio=logmel-stats"])
+    config = load_config(AlignConfig, str(ROOT / "configs" / "quickstart.yaml"), ["stages.1.train.steps=7", "towers.audio=logmel-stats"])
     assert config.stages[1].train.steps == 7 and config.towers["audio"] == "logmel-stats"
 
 
 def test_recipe_towers_replace_the_defaults():
     """A recipe that names only image and text gets no (untrained) audio head from the defaults."""
-    config = load_align_config(str(ROOT / "configs" / "bench-composer-world.yaml"), [])
+    config = load_config(AlignConfig, str(ROOT / "configs" / "bench-composer-world.yaml"), [])
     assert config.towers == {"image": "efficientnet-lite0", "text": "minilm-l6"}
 
 

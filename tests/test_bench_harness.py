@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from _bench import NAMES, ScriptedChat, colour_rows, png_b64, write_tsv
 
+from _bench import NAMES, ScriptedChat, colour_rows, png_b64, write_tsv
 from sensorium.cli import main
 from sensorium.eval.bench import read_task, rotate, run_suite, run_task, units
 from sensorium.eval.bench.api import files_fingerprint

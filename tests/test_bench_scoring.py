@@ -9,9 +9,9 @@ import json
 
 import pytest
 import torch
+
 from _bench import ColourEmbedder, colour_rows, png_b64, write_tsv
 from _vlm import model as tiny_vlm
-
 from sensorium.data.world import generate_scene
 from sensorium.eval.bench import read_task, resolve, run_task, units
 from sensorium.eval.bench.prompts import messages, prompt

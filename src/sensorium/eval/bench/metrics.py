@@ -10,8 +10,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from sensorium.eval.bench.items import Item
 from sensorium.core.errors import MissingDependency
+from sensorium.eval.bench.items import Item
 from sensorium.eval.captioning import caption_report, cider_d
 from sensorium.eval.retrieval import chance_metrics, summarize
 from sensorium.eval.vqa import normalize_answer

@@ -27,8 +27,8 @@ from sensorium.core.progress import progress_bar
 from sensorium.data.tts import espeak_binary
 from sensorium.data.world import SHAPES, WorldConfig, generate_scene, make_sample
 from sensorium.data.world.scene import split_info
-from sensorium.eval.bench.formats import LETTERS, write_rows
 from sensorium.eval.bench import world_questions
+from sensorium.eval.bench.formats import LETTERS, write_rows
 from sensorium.eval.bench.world_questions import BUILDERS
 
 log = logging.getLogger(__name__)
