@@ -34,8 +34,21 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             kwargs[key] = from_dict(hint, value, f"{where}.{key}")
         else:
-            kwargs[key] = value
+            kwargs[key] = _number(hint, value, f"{where}.{key}")
     return cls(**kwargs)
+
+
+def _number(hint: Any, value: Any, where: str) -> Any:
+    """A float field given as text (YAML reads `5e-4` as a string, `5.0e-4` as a number) or as an int becomes a
+    float; text that is no number is an error naming the field."""
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where}={value!r}: expected a number") from None
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _parse_value(text: str) -> Any:
