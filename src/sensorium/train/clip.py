@@ -24,9 +24,16 @@ from torch import nn
 from sensorium.core.config import load_config, save_config, to_dict
 from sensorium.core.progress import progress_bar
 from sensorium.models.dual_encoder import DualEncoder, DualEncoderConfig
-from sensorium.train.captions import KINDS, CaptionTokens, byte_tokenizer, file_tokenizer, read_captions, \
-    special_ids, train_caption_bpe
-from sensorium.train.clip_models import clip_config
+from sensorium.train.captions import (
+    KINDS,
+    CaptionTokens,
+    byte_tokenizer,
+    file_tokenizer,
+    read_captions,
+    special_ids,
+    train_caption_bpe,
+)
+from sensorium.train.clip_models import clip_config, model_cfg
 from sensorium.train.clip_state import Checkpointer, ValidationSet, check_same_run, write_model
 from sensorium.train.distributed import STRATEGIES, init, wrap
 from sensorium.train.fast import ContrastiveStep, FastConfig
@@ -78,7 +85,9 @@ class ClipTrain:
     keep_checkpoints: int = 2
     log_every: int = 10  # the loss is read from the device only here (mean of the window)
     eval_every: int = 0  # validation retrieval every this many steps (0: at the end only; needs data.val)
-    time_budget_s: float = 0.0  # safety stop: past this many seconds, checkpoint, write the model and stop (0: none)
+    # safety stop (e.g. a job's wall-clock limit), checked at log steps: when this call has trained this many
+    # seconds, checkpoint, write the model and stop; the same command resumes
+    time_budget_s: float = 0.0  # 0: none
     timeout_s: float = 600.0  # rendezvous and collective timeout under torchrun
 
 
@@ -106,6 +115,7 @@ def check_recipe(recipe: ClipRecipe) -> None:
     if not recipe.model:
         raise ValueError("the recipe names no model: pass --config configs/clip/<name>.yaml or model=ViT-B-32 "
                          "(configs/clip holds ViT-B-32, ViT-B-16, ViT-L-14, tiny)")
+    model_cfg(recipe.model)  # an unknown name or a malformed mapping fails here, naming the known ones
     default = FastConfig()
     for key, target in OPTIMISATION.items():
         if getattr(recipe.fast, key) != getattr(default, key):
@@ -253,6 +263,17 @@ def _prepare_run(recipe: ClipRecipe, run: Path, rank: int, resuming: bool) -> An
     return build_tokenizer(recipe, run)
 
 
+def _over_budget(budget_s: float, elapsed_s: float, device: torch.device) -> bool:
+    """Whether the run is past its time budget, agreed by every rank (the slowest decides), so that all of them
+    checkpoint and stop at the same step."""
+    if not budget_s:
+        return False
+    over = torch.tensor([float(elapsed_s > budget_s)], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(over, op=dist.ReduceOp.MAX)
+    return bool(over.item())
+
+
 def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, stop_after: int | None = None
              ) -> dict[str, Any]:
     """Train (or resume) the recipe into `run_dir`; returns the summary (also summary.json). `stop_after`: leave
@@ -261,6 +282,7 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
     run, t = Path(run_dir), recipe.train
     owns_group = not dist.is_initialized()
     rank, world, device = init(t.timeout_s, recipe.device)
+    threads = torch.get_num_threads()
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     if device.type == "cuda":
@@ -292,10 +314,9 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
             set_lr(step.optimizer, cosine_lr(i, schedule))
             window.append(step(*next(feed)))
             i += 1
-            stopping = bool(t.time_budget_s) and elapsed_before + time.perf_counter() - begin > t.time_budget_s
-            if i % t.log_every and i % t.ckpt_every and i != t.steps and not stopping and \
-                    not (t.eval_every and i % t.eval_every == 0):
-                continue
+            if i % t.log_every and i % t.ckpt_every and i != t.steps and not (t.eval_every and i % t.eval_every == 0):
+                continue  # the loss stays on the device until a log step: no host sync per step
+            stopping = _over_budget(t.time_budget_s, time.perf_counter() - begin, device)
             losses = torch.stack(window).float().cpu()
             if not torch.isfinite(losses).all():
                 kept = ckpt.latest()
@@ -307,7 +328,7 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
                       "lr": cosine_lr(i - 1, schedule),
                       "samples_per_s": round(len(window) * t.batch_size * world / (now - window_start), 1)}
             first_loss = record["loss"] if first_loss is None else first_loss
-            window, window_start = [], now
+            window = []
             if val is not None and ((t.eval_every and i % t.eval_every == 0) or i == t.steps or stopping):
                 record.update({f"val/{k}": v for k, v in val.evaluate(step.wrapped, recipe.fast, device).items()})
             if rank == 0:
@@ -318,11 +339,11 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
             elapsed = elapsed_before + time.perf_counter() - begin
             if i % t.ckpt_every == 0 or i == t.steps or stopping:
                 ckpt.save(i, model, step.optimizer, feed, elapsed, device)
-                window_start = time.perf_counter()
+            window_start = time.perf_counter()  # evaluation and checkpoints are not counted as training time
             if stopping and i < t.steps:
                 summary["status"] = "stopped"
                 summary["reason"] = f"train.time_budget_s={t.time_budget_s:g} reached at step {i} of {t.steps}; " \
-                                    f"run the same command again to resume"
+                                    f"the same command resumes"
                 break
             if stop_after is not None and i - start >= stop_after and i < t.steps:
                 summary["status"] = "interrupted"
@@ -339,6 +360,7 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
                 ckpt.write_summary(run / "summary.json", summary)
         return summary
     finally:
+        torch.set_num_threads(threads)
         if feed is not None:
             feed.close()
         if owns_group and dist.is_initialized():
