@@ -16,8 +16,8 @@ import torch
 from sensorium.eval.harness import evaluate, load_run, run_features
 from sensorium.eval.retrieval import chance_metrics, ranks, summarize
 from _machine import machine  # bench/_machine.py: platform, CPU, versions, commit
-from sensorium.train.align import run_alignment
-from sensorium.cli.align import load_align_config
+from sensorium.train.align import AlignConfig, run_alignment
+from sensorium.core.config import load_config
 
 CANDIDATES = ("speech-minilm", "logmel-stats")
 PAIRS = ("audio->image", "audio->text", "image->audio", "text->audio")
@@ -33,7 +33,7 @@ def main() -> None:
     for tower in CANDIDATES:
         run = Path(args.runs) / tower
         start = time.time()
-        run_alignment(load_align_config("configs/quickstart.yaml", [f"data={args.data}", f"towers.audio={tower}"]),
+        run_alignment(load_config(AlignConfig, "configs/quickstart.yaml", [f"data={args.data}", f"towers.audio={tower}"]),
                       run, progress=False)
         report = evaluate(run, Path(args.data) / "test", progress=False)
         results["towers"][tower] = {pair: report["retrieval"][pair] for pair in PAIRS}

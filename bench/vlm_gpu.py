@@ -160,7 +160,8 @@ def vqa(tiny: bool, device: torch.device, out: Path, train_seconds: float, worke
     choose a recipe)."""
     import yaml
 
-    from sensorium.train.vlm import load_recipe, run_recipe
+    from sensorium.core.config import load_config
+    from sensorium.train.vlm import VLMRecipe, run_recipe
 
     spec = yaml.safe_load(recipe_path.read_text())
     stages, datasets = spec["stages"], list(spec["data"])
@@ -177,7 +178,7 @@ def vqa(tiny: bool, device: torch.device, out: Path, train_seconds: float, worke
         for i in range(len(stages)):
             overrides += [f"stages.{i}.optim.{k}" for k in ("steps=6", "batch_size=8", "warmup=2", "eval_every=3")]
     overrides += extra
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_config(VLMRecipe, recipe_path, overrides)
     run_dir = Path(tempfile.mkdtemp(prefix="vlm-world-"))
     try:
         report = run_recipe(recipe, run_dir, progress=False)

@@ -9,7 +9,7 @@ from sensorium.data.batches import FeatureBatches
 from sensorium.data.features import FeatureSet
 from sensorium.models.aligned import AlignedConfig, AlignedModel, HeadConfig
 from sensorium.train.align import AlignConfig, StageConfig, train_stage, val_recall
-from sensorium.cli.align import load_align_config
+from sensorium.core.config import load_config
 from sensorium.train.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ def test_quickstart_recipe_equals_the_defaults():
 
 
 def test_recipe_overrides_reach_stages():
-    config = load_align_config(str(ROOT / "configs" / "quickstart.yaml"), ["stages.1.train.steps=7", "towers.audio=logmel-stats"])
+    config = load_config(AlignConfig, str(ROOT / "configs" / "quickstart.yaml"), ["stages.1.train.steps=7", "towers.audio=logmel-stats"])
     assert config.stages[1].train.steps == 7 and config.towers["audio"] == "logmel-stats"
 
 

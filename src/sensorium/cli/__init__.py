@@ -12,7 +12,7 @@ import importlib
 import logging
 import re
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 # Modules exposing `register(commands: Commands)`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.cli.index",
     "sensorium.cli.quickstart",
     "sensorium.cli.vlm",
+    "sensorium.cli.models",
 )
 
 
@@ -56,7 +57,7 @@ class Commands:
         sub = self._group(group) if group else self._sub
         parser = sub.add_parser(name, help=help, description=help,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.set_defaults(func=func, accepts_overrides=overrides)
+        parser.set_defaults(func=func, accepts_overrides=overrides, command_parser=parser)
         if overrides:  # added last (in `finish`), after the command's own positional arguments
             self._pending.append((parser, example))
         return parser
@@ -93,6 +94,12 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     """Parse, collecting `key=value` overrides that follow options (argparse stops a positional list at the
     first option) for commands that take them; anything else unknown is an error."""
     args, extra = parser.parse_known_args(argv)
+    command = getattr(args, "command_parser", None)
+    if extra and command is not None:  # an optional positional written after options (`search RUN -k 3 "text"`)
+        for action in command._actions:
+            if (action.nargs == "?" and not action.option_strings and getattr(args, action.dest, None) is None
+                    and extra and not extra[0].startswith("-") and not OVERRIDE.match(extra[0])):
+                setattr(args, action.dest, extra.pop(0))
     if extra:
         if getattr(args, "accepts_overrides", False):
             stray = [x for x in extra if not OVERRIDE.match(x)]
@@ -104,6 +111,20 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     return args
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, LookupError, OSError, RuntimeError,
+                                                ArithmeticError, ImportError)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a failed command: the message of an error caused by input (which names the file, field or
+    value and the fix), or, for anything else (a bug), its type and message and how to see the traceback."""
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(str(message).split()) or type(exc).__name__
+    if isinstance(exc, USER_ERRORS):
+        return text
+    return f"internal error {type(exc).__name__}: {text} (a bug: rerun with -v for the traceback and report it)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, argv)
@@ -112,20 +133,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from sensorium.core.errors import MissingDependency
-
     try:
         code = args.func(args)
-    except (MissingDependency, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as exc:
-        # User-facing errors: one clear line, no traceback (use -v for one).
+    except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM; training saves a checkpoint first and says where
         if args.verbose:
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"sensorium: error: {message}", file=sys.stderr)
+        print(f"sensorium: {exc or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"sensorium: error: {error_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("sensorium: interrupted", file=sys.stderr)
-        return 130
     return int(code or 0)
 
 

@@ -1,4 +1,4 @@
-"""`sensorium align CONFIG RUN`: progressive alignment from a YAML recipe with dotted overrides."""
+"""`sensorium train align RUN [--config RECIPE] [key=value ...]`: progressive alignment from a YAML recipe."""
 
 from __future__ import annotations
 
@@ -6,28 +6,11 @@ import argparse
 from pathlib import Path
 
 
-def load_align_config(path: str | None, overrides: list[str]):
-    """An AlignConfig from defaults, a YAML recipe and `key.path=value` overrides."""
-    import yaml
-
-    from sensorium.core.config import _merge, apply_overrides, to_dict
-    from sensorium.train.align import AlignConfig
-
-    data = to_dict(AlignConfig())
-    if path:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        stages = loaded.pop("stages", None)
-        _merge(data, loaded, path)
-        if stages is not None:
-            data["stages"] = stages
-    apply_overrides(data, overrides)
-    return AlignConfig.from_dict(data)
-
-
 def _align(args: argparse.Namespace) -> int:
-    from sensorium.train.align import run_alignment
+    from sensorium.core.config import load_config
+    from sensorium.train.align import AlignConfig, run_alignment
 
-    config = load_align_config(args.config, args.overrides)
+    config = load_config(AlignConfig, args.config, args.overrides)
     run_alignment(config, args.run, progress=not args.quiet)
     print(f"aligned model saved to {Path(args.run) / 'model'}")
     return 0

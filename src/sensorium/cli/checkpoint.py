@@ -9,9 +9,9 @@ import json
 
 def register(commands) -> None:
     """Add the `checkpoint` command group."""
-    p = commands.add("info", cmd_info, "what a checkpoint directory holds (family, size, preprocessing)",
+    p = commands.add("info", cmd_info, "what a checkpoint or model directory holds (family, size, modalities, preprocessing)",
                      group="checkpoint")
-    p.add_argument("path", help="checkpoint directory (HF transformers or open_clip layout)")
+    p.add_argument("path", help="checkpoint directory (HF transformers or open_clip layout) or a Sensorium run / model directory")
     p.add_argument("--allow-pickle", action="store_true", help="read .bin files with torch.load(weights_only=True)")
     p = commands.add("export", cmd_export, "load a checkpoint into Sensorium and write it in a library's layout",
                      group="checkpoint")
@@ -23,9 +23,18 @@ def register(commands) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print the checkpoint summary as JSON."""
-    from sensorium.interop.pretrained import load_pretrained
+    """Print the checkpoint summary as JSON: a library's layout (HF, open_clip), or any model `sensorium.load`
+    reads (a quick start run, a decoder run, a packaged name)."""
+    import sensorium
+    from sensorium.core.files import CheckpointError
+    from sensorium.interop.pretrained import detect_family, load_pretrained
 
+    try:
+        detect_family(args.path)
+    except CheckpointError:
+        model = sensorium.load(args.path)  # Sensorium's own layouts; an error lists every layout looked for
+        print(json.dumps({"layout": "sensorium", **model.describe()}, indent=2, default=str))
+        return 0
     print(json.dumps(load_pretrained(args.path, allow_pickle=args.allow_pickle).info(), indent=2, default=str))
     return 0
 

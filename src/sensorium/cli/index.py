@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 from pathlib import Path
 
@@ -26,17 +27,35 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(args: argparse.Namespace) -> int:
+def check_query(args: argparse.Namespace) -> None:
+    """Search arguments checked before anything loads: one non-empty query, k >= 1, a known --target."""
+    given = [name for name, value in (("text", args.text), ("--image", args.image), ("--audio", args.audio))
+             if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one query: a text, --image FILE or --audio FILE (got {', '.join(given) or 'none'})")
+    if args.text is not None and not args.text.strip():
+        raise ValueError("the text query is empty; type what to look for, e.g. \"a red apple\"")
+    if args.k < 1:
+        raise ValueError(f"-k {args.k}: the number of hits must be >= 1")
+    if args.target is not None and args.target not in modalities.names():
+        close = difflib.get_close_matches(args.target, modalities.names(), n=1)
+        raise ValueError(f"--target {args.target!r} is not a modality (known: {', '.join(modalities.names())})"
+                         + (f"; did you mean {close[0]!r}?" if close else ""))
 
-    model = load_run(args.run)
-    index = VectorIndex.load(Path(args.run) / "index")
+
+def _search(args: argparse.Namespace) -> int:
+    from sensorium.inference.items import to_value
+
+    check_query(args)
     if args.text:
         modality, value, label = "text", args.text, args.text
-    else:
-        path = Path(args.image or args.audio)
+    else:  # decoded before anything loads: a bad query file fails fast, naming the file
         modality = "image" if args.image else "audio"
-        value = modalities.get(modality).decode(path.read_bytes(), path.suffix.lstrip(".").lower())
-        label = f"{modality}: {path.name}"
+        path = args.image or args.audio
+        value = to_value(modality, path, f"--{modality}")
+        label = f"{modality}: {Path(path).name}"
+    model = load_run(args.run)
+    index = VectorIndex.load(Path(args.run) / "index")
     hits = index.search(embed_query(model, modality, value), k=args.k, modality=args.target)
     for rank, hit in enumerate(hits, 1):
         preview = f"  {hit.item['text'][:60]!r}" if hit.item.get("text") else ""

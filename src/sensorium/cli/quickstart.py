@@ -74,11 +74,11 @@ def run_quickstart(run_dir: str | Path = "runs/quickstart", data: str | Path = "
                    config_path: str | None = None, overrides: list[str] | None = None, limit: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Everything the README's main command does; returns the report (also written to RUN/report.json)."""
-    from sensorium.cli.align import load_align_config
+    from sensorium.core.config import load_config
     from sensorium.data.builders.clipart import BUILDER_VERSION, ClipartConfig, build
     from sensorium.eval.harness import evaluate, format_table, zero_shot
     from sensorium.eval.plots import hit_grid, loss_curve
-    from sensorium.train.align import run_alignment
+    from sensorium.train.align import AlignConfig, run_alignment
 
     start = time.time()
     run_dir, data = Path(run_dir), Path(data)
@@ -90,7 +90,7 @@ def run_quickstart(run_dir: str | Path = "runs/quickstart", data: str | Path = "
     else:
         print(f"[1/5] using the openclipart shards in {data} ({built['written']} samples)")
     timings["data_s"] = round(time.time() - start, 1)
-    config = load_align_config(config_path, [f"data={data}", *(overrides or [])])
+    config = load_config(AlignConfig, config_path, [f"data={data}", *(overrides or [])])
     print("[2/5] caching tower features and aligning (image-text, then speech)")
     t0 = time.time()
     run_alignment(config, run_dir, progress=progress)

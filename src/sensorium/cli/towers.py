@@ -8,7 +8,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from sensorium.core.config import apply_overrides, from_dict, to_dict
+from sensorium.core.config import load_config
+from sensorium.core.device import check_device
 from sensorium.data.shards import iter_samples
 from sensorium.encoders import tower_names
 from sensorium.encoders.base import build_tower
@@ -41,8 +42,8 @@ def _speech_corpus(args: argparse.Namespace) -> int:
 
 def _train_speech(args: argparse.Namespace) -> int:
 
-    data = apply_overrides(to_dict(SpeechTrainConfig()), args.overrides)
-    config = from_dict(SpeechTrainConfig, data)
+    config = load_config(SpeechTrainConfig, None, args.overrides)
+    check_device(args.device, "--device")
     card = run(args.corpus, args.teacher, args.out, config, device=args.device, workers=args.workers,
                progress=not args.quiet, deadline_s=args.deadline_s)
     print(json.dumps({k: card[k] for k in ("trained_on", "timings", "final_val")}, indent=2))

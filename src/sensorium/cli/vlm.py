@@ -4,47 +4,58 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 
-def read_media(path: str, modality: str) -> Any:
-    """Decode a file through the modality registry; a file of another modality or undecodable bytes is an error
-    naming the file."""
-    from sensorium import modalities
-
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{path}: no such {modality} file")
-    ext = file.name.split(".", 1)[1] if "." in file.name else ""
-    found = modalities.for_extension(ext)
-    if found is None or found.name != modality:
-        raise ValueError(f"{path}: .{ext} is not a {modality} file (it is {found.name if found else 'unknown'})")
-    try:
-        return found.decode(file.read_bytes(), ext.lower())
-    except modalities.DecodeError as exc:
-        raise modalities.DecodeError(f"{path}: cannot decode as {modality}: {exc}") from None
+def question_parts(question: str, media: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The question as OpenAI-style content parts: media files go where their `<image>`/`<audio>` placeholders
+    stand in the text, or in front of it when it has none; the counts must agree."""
+    tokens = re.split(r"(<image>|<audio>)", question)
+    used = {m: [x for x in tokens if x == f"<{m}>"] for m in media}
+    parts: list[dict[str, Any]] = []
+    if not any(used.values()):
+        parts = [{"type": m, m: path} for m, paths in media.items() for path in paths]
+        return parts + [{"type": "text", "text": question}]
+    for m, paths in media.items():
+        if len(used[m]) != len(paths):
+            raise ValueError(f"{len(used[m])} <{m}> placeholder(s) in the question but {len(paths)} {m} file(s) given")
+    queues = {m: list(paths) for m, paths in media.items()}
+    for token in tokens:
+        modality = token[1:-1] if token in ("<image>", "<audio>") else None
+        if modality is None:
+            if token:
+                parts.append({"type": "text", "text": token})
+        elif not queues.get(modality):
+            raise ValueError(f"a <{modality}> placeholder in the question but no --{modality} file given")
+        else:
+            parts.append({"type": modality, modality: queues[modality].pop(0)})
+    return parts
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from sensorium.models.generation import GenerationConfig
-    from sensorium.models.template import placeholder
-    from sensorium.models.vlm import VisionLanguageModel
+    import sensorium
+    from sensorium.core.device import check_device
+    from sensorium.inference.chat import generation_config
 
-    model = VisionLanguageModel.load(args.run, args.device)
-    media = {m: [read_media(p, m) for p in paths] for m, paths in (("image", args.image), ("audio", args.audio))
-             if paths}
-    text = args.question
-    if not any(placeholder(m) in text for m in media):
-        text = "".join(placeholder(m) * len(v) for m, v in media.items()) + ("\n" if media else "") + text
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              top_k=args.top_k, num_beams=args.beams, stop=list(args.stop), seed=args.seed)
-    conversation = [{"role": "user", "content": text}]
+    options = dict(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                   stop=args.stop, seed=args.seed, beams=args.beams)
+    generation_config(**options)  # checked before the model loads
+    check_device(args.device, "--device")
+    if not args.question.strip() and not (args.image or args.audio):
+        raise ValueError("the question is empty; ask something, e.g. \"What is in the picture?\"")
+    model = sensorium.load(args.model, args.device)
+    if getattr(model, "kind", "") != "chat":
+        raise ValueError(f"{args.model} is an embedding model ({', '.join(model.modalities)}); chat needs a language "
+                         "decoder run (sensorium train vlm) or the packaged `decoder`")
+    media = {m: paths for m, paths in (("image", args.image), ("audio", args.audio)) if paths}
+    messages = [{"role": "user", "content": question_parts(args.question, media)}]
     if args.beams > 1:
-        print(model.generate([conversation], [media], config)[0].text)
+        print(model.chat(messages, **options).text)
         return 0
-    for piece in model.stream(conversation, media, config):
+    for piece in model.stream(messages, **options):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -52,9 +63,10 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sensorium.train.vlm import load_recipe, run_recipe
+    from sensorium.core.config import load_config
+    from sensorium.train.vlm import VLMRecipe, run_recipe
 
-    recipe = load_recipe(args.config, args.overrides)
+    recipe = load_config(VLMRecipe, args.config, args.overrides)
     report = run_recipe(recipe, args.run, progress=not args.quiet, evaluate=not args.no_eval)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "examples"} if isinstance(v, dict) else v
                       for k, v in report.items()}, indent=2))
@@ -63,14 +75,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from sensorium.core.config import load_config
+    from sensorium.core.device import check_device
     from sensorium.eval.vlm import evaluate_data
     from sensorium.models.vlm import VisionLanguageModel
-    from sensorium.train.vlm import attach, load_recipe, prepare_data
+    from sensorium.train.vlm import VLMRecipe, attach, prepare_data
 
+    check_device(args.device, "--device")
     run = Path(args.run)
     if not (run / "recipe.yaml").is_file():
         raise FileNotFoundError(f"{run}: no recipe.yaml; expected a run directory of `sensorium vlm train`")
-    recipe = load_recipe(run / "recipe.yaml", [f"device={args.device}"])
+    recipe = load_config(VLMRecipe, run / "recipe.yaml", [f"device={args.device}"])
     model = VisionLanguageModel.load(run, args.device)
     report: dict[str, Any] = {"n": 0}
     for name, prepared in prepare_data(recipe, recipe.evaluate or list(recipe.data)).items():
@@ -95,8 +110,8 @@ def register(commands) -> None:
     p.add_argument("--n", type=int, default=None, help="evaluate at most this many questions / images")
     p.add_argument("--json", help="also write the report here")
     p.add_argument("--device", default="cpu")
-    p = commands.add("chat", _chat, "ask a trained language decoder about images / audio (streams the answer)")
-    p.add_argument("run", help="run directory or saved model directory")
+    p = commands.add("chat", _chat, "ask a language decoder about images / audio (streams the answer)")
+    p.add_argument("model", help="`decoder` (packaged), a `sensorium train vlm` run, or a saved model directory")
     p.add_argument("question", help="the question; <image>/<audio> placeholders are added in front if absent")
     p.add_argument("--image", action="append", default=[], help="image file (repeat for several)")
     p.add_argument("--audio", action="append", default=[], help="audio file (repeat for several)")

@@ -1,5 +1,6 @@
 """Frozen-tower features, computed once per (shards, modality, tower) and cached on disk as safetensors, so
-training a projection or adding a modality never re-runs the towers on data already seen."""
+training a projection or adding a modality never re-runs the towers on data already seen. The cache is keyed by
+content: the SHA-256 of the shards' bytes and of the tower's weights, never by paths or time stamps."""
 
 from __future__ import annotations
 
@@ -11,10 +12,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from sensorium.core.files import (
+    CheckpointError,
+    file_digest,
+    read_json,
+    read_safetensors,
+    save_safetensors,
+    write_text_atomic,
+)
 from sensorium.core.progress import progress_bar
-from sensorium.data.shards import SkipLog, expand_shards, iter_samples
+from sensorium.data.shards import SkipLog, count_missing, count_samples, expand_shards, iter_samples
 from sensorium.encoders.base import Tower
 from sensorium.modalities import DecodeError
 
@@ -61,40 +69,76 @@ def feature_cache_dir(data: str | Path, cache_dir: str | Path = "") -> Path:
     return Path(cache_dir) if cache_dir else Path(data) / ".features"
 
 
-def _fingerprint(shards: list[Path]) -> str:
-    h = hashlib.sha1()
+def shards_digest(shards: list[Path]) -> str:
+    """What a feature cache is keyed by: the SHA-256 of every shard's bytes (and its file name, which sample keys
+    carry), in order. A shard replaced by another of the same size and time stamp gets a new key."""
+    h = hashlib.sha256()
     for shard in shards:
-        stat = shard.stat()
-        h.update(f"{shard.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode())
+        h.update(f"{shard.name}:{file_digest(shard)}\n".encode())
     return h.hexdigest()[:16]
 
 
-def _tower_id(tower: Tower) -> str:
-    return hashlib.sha1(json.dumps(tower.describe(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, dtypes, bytes), computed once per module."""
+    cached = getattr(module, "_sensorium_weights_digest", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    digest = h.hexdigest()[:16]
+    object.__setattr__(module, "_sensorium_weights_digest", digest)
+    return digest
+
+
+def tower_id(tower: Tower) -> str:
+    """What a cached feature is keyed by on the model side: the tower's name and config and its weights' hash."""
+    described = json.dumps(tower.describe(), sort_keys=True, default=str)
+    return hashlib.sha256(f"{described}:{weights_digest(tower)}".encode()).hexdigest()[:10]
+
+
+def _read_cached(paths: dict[str, Path], index_path: Path) -> FeatureSet | str:
+    """The cached FeatureSet, or why the cache cannot be used (missing, truncated, corrupt, inconsistent)."""
+    try:
+        index = read_json(index_path)
+        keys, texts = index["keys"], index["texts"]
+        features, present = {}, {}
+        for modality, path in paths.items():
+            data = read_safetensors(path)
+            if data["features"].shape[0] != len(keys) or data["present"].shape[0] != len(keys):
+                return f"{path}: {data['features'].shape[0]} rows for {len(keys)} samples"
+            features[modality], present[modality] = data["features"], data["present"].bool()
+    except (CheckpointError, FileNotFoundError, KeyError, TypeError) as exc:
+        return str(exc)
+    return FeatureSet(keys, features, present, texts, index.get("skips", {}))
 
 
 def cached_features(spec: Any, towers: dict[str, Tower], cache_dir: str | Path, *, device: str = "cpu",
                     batch_size: int = 64, strict: bool = False, progress: bool = True) -> FeatureSet:
-    """Features of every sample in `spec` for each modality in `towers`, loaded from `cache_dir` when the same
-    shards were already encoded by the same tower. Samples are aligned across modalities by key."""
+    """Features of every sample in `spec` for each modality in `towers`, loaded from `cache_dir` when shards with
+    the same bytes were already encoded by the same tower (name, config and weights). A damaged cache entry is
+    recomputed with a warning. Samples are aligned across modalities by key."""
     shards = expand_shards(spec)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    base = _fingerprint(shards)
+    base = shards_digest(shards)
     index_path = cache / f"{base}-index.json"
-    paths = {m: cache / f"{base}-{m}-{t.name}-{_tower_id(t)}.safetensors" for m, t in towers.items()}
+    paths = {m: cache / f"{base}-{m}-{t.name}-{tower_id(t)}.safetensors" for m, t in towers.items()}
     missing = [m for m, p in paths.items() if not p.exists()] if index_path.exists() else list(towers)
     if missing:
         _encode_into(shards, {m: towers[m] for m in missing}, paths, index_path, device, batch_size, strict, progress)
-    index = json.loads(index_path.read_text())
-    if strict and index.get("skips", {}).get("total"):
-        raise DecodeError(index["skips"]["examples"][0])  # cached from an earlier non-strict pass over the same shards
-    keys, texts = index["keys"], index["texts"]
-    features, present = {}, {}
-    for modality, path in paths.items():
-        data = load_file(str(path))
-        features[modality], present[modality] = data["features"], data["present"].bool()
-    return FeatureSet(keys, features, present, texts, index.get("skips", {}))
+    found = _read_cached(paths, index_path)
+    if isinstance(found, str):
+        log.warning("feature cache in %s is damaged (%s); recomputing it", cache, found)
+        _encode_into(shards, towers, paths, index_path, device, batch_size, strict, progress)
+        found = _read_cached(paths, index_path)
+        if isinstance(found, str):
+            raise CheckpointError(f"feature cache in {cache} cannot be written and read back ({found})")
+    if strict and found.skips.get("total"):
+        raise DecodeError(found.skips["examples"][0])  # cached from an earlier non-strict pass over the same shards
+    return found
 
 
 def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, Path], index_path: Path,
@@ -115,7 +159,9 @@ def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, 
             chunks[modality].append(([i for i, _ in rows], feats))
             pending[modality] = []
 
-    bar = progress_bar(desc=f"features ({', '.join(towers)})", unit="sample", disable=not progress)
+    bar = progress_bar(total=count_samples(shards) if progress else None, desc=f"features ({', '.join(towers)})",
+                       unit="sample", disable=not progress)
+    lacking: dict[str, list[str]] = {m: [] for m in towers}
     for sample in iter_samples(shards, want=want, skips=skips):
         i = len(keys)
         keys.append(f"{Path(sample['__shard__']).name}:{sample['__key__']}")
@@ -125,10 +171,13 @@ def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, 
                 pending[modality].append((i, sample[modality]))
                 if len(pending[modality]) >= batch_size:
                     flush(modality)
+            else:
+                lacking[modality].append(f"{sample['__shard__']}:{sample['__key__']}")
         bar.update(1)
     bar.close()
     if not keys:
         raise ValueError(f"{shards[0]}...: no samples could be read from {len(shards)} shard(s)")
+    count_missing(lacking, len(keys), skips)
     for modality, tower in towers.items():
         flush(modality)
         feats = torch.zeros(len(keys), tower.dim)
@@ -136,9 +185,10 @@ def _encode_into(shards: list[Path], towers: dict[str, Tower], paths: dict[str, 
         for rows, chunk in chunks[modality]:
             feats[rows] = chunk
             present[rows] = 1
-        save_file({"features": feats.contiguous(), "present": present}, str(paths[modality]),
-                  metadata={"tower": json.dumps(tower.describe(), default=str), "n": str(len(keys))})
-    index_path.write_text(json.dumps({"keys": keys, "texts": texts, "skips": skips.as_dict(),
-                                      "shards": [str(s) for s in shards]}))
+        save_safetensors({"features": feats.contiguous(), "present": present}, paths[modality],
+                         metadata={"tower": json.dumps(tower.describe(), default=str), "n": str(len(keys)),
+                                   "weights_sha256": weights_digest(tower)})
+    write_text_atomic(index_path, json.dumps({"keys": keys, "texts": texts, "skips": skips.as_dict(),
+                                              "shards": [{"name": s.name, "path": str(s)} for s in shards]}))
     if skips.total:
-        log.warning("%d sample member(s) skipped while encoding: %s", skips.total, dict(skips.counts))
+        log.warning("%d sample(s) with skipped members while encoding: %s", skips.total, dict(skips.counts))

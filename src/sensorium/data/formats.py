@@ -6,6 +6,7 @@ step through the modality registry that drops a bad member (counted) or skips a 
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 from collections import defaultdict
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
 from sensorium import modalities
+from sensorium.core.files import read_json
 from sensorium.data.shards import SkipLog, decode_sample, expand_shards, iter_raw, split_key
 from sensorium.modalities import DecodeError
 
@@ -101,25 +103,63 @@ class ManifestSource(_ItemSource):
         self.name = self.path.name
         self.root = Path(root) if root is not None else self.path.parent
         self.columns = dict(columns or {})
-        self.items = list(enumerate(self._rows(), start=1))
+        self.items = self._rows()
+        if not self.items:
+            raise ValueError(f"{self.path}: the manifest has no rows")
+        self._check_columns()
 
-    def _rows(self) -> list[dict[str, Any]]:
+    def _rows(self) -> list[tuple[int, dict[str, Any]]]:
+        """(line number, row) pairs; a CSV row with more or fewer cells than the header becomes `{"__bad__": why}`,
+        skipped and counted when read (an error when strict)."""
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: manifest not found")
-        text = self.path.read_text(encoding="utf-8")
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{self.path}: not UTF-8 text; a manifest is a UTF-8 .jsonl or .csv file") from None
+        rows: list[tuple[int, dict[str, Any]]] = []
         if self.path.suffix.lower() == ".csv":
-            return [dict(row) for row in csv.DictReader(text.splitlines())]
-        rows = []
+            reader = csv.reader(text.splitlines())
+            header = next(reader, None)
+            if not header:
+                return []
+            for record in reader:
+                if not any(cell.strip() for cell in record):
+                    continue
+                if len(record) != len(header):
+                    rows.append((reader.line_num, {"__bad__": f"{len(record)} cells, the header has {len(header)}"}))
+                else:
+                    rows.append((reader.line_num, dict(zip(header, record))))
+            return rows
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except ValueError as exc:
                     raise ValueError(f"{self.path}:{number}: not a JSON line ({exc})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{self.path}:{number}: a manifest line is a JSON object of columns, not a "
+                                     f"{type(row).__name__}")
+                rows.append((number, row))
         return rows
+
+    def _check_columns(self) -> None:
+        """At least one column must name a modality, or no sample would hold anything: say which columns exist
+        and the closest modality names."""
+        seen = list(dict.fromkeys(c for _, row in self.items for c in row if c != "__bad__"))
+        if any(self._target(c)[0] for c in seen):
+            return
+        names = modalities.names()
+        hints = [f"{c!r} -> {m[0]!r}?" for c in seen
+                 for m in [difflib.get_close_matches(c.lower().removesuffix("_file"), names, n=1, cutoff=0.6)] if m]
+        raise ValueError(f"{self.path}: no column names a modality (columns: {', '.join(seen) or 'none'}; modalities: "
+                         f"{', '.join(names)}, or <modality>_file for paths){'; ' + ', '.join(hints) if hints else ''}."
+                         f" Rename the columns, or map them with columns={{'caption': 'text'}}")
 
     def _target(self, column: str) -> tuple[str | None, bool]:
         """(modality, is_file_column) for a column name, or (None, False) for metadata."""
+        if not isinstance(column, str):
+            return None, False
         if column in self.columns:
             column = self.columns[column]
         is_file = column.endswith("_file")
@@ -129,6 +169,9 @@ class ManifestSource(_ItemSource):
     def decode(self, item: tuple[int, dict[str, Any]], skips: SkipLog, want: set[str] | None) -> dict[str, Any] | None:
         number, row = item
         where = f"{self.path}:{number}"
+        if "__bad__" in row:
+            skips.skip("ragged_row", where, f"row has {row['__bad__']}")
+            return None
         sample: dict[str, Any] = {"__key__": f"{self.name}:{number}", "json": {}}
         for column, cell in row.items():
             name, is_file = self._target(column)
@@ -178,13 +221,18 @@ class CocoSource(_ItemSource):
         self.path = Path(path)
         self.name = self.path.name
         self.root = Path(image_root) if image_root is not None else self.path.parent
-        data = json.loads(self.path.read_text(encoding="utf-8"))
+        data = read_json(self.path)
         if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
             raise ValueError(f"{self.path}: not COCO captions JSON (needs 'images' and 'annotations')")
         captions: dict[Any, list[str]] = defaultdict(list)
-        for ann in data["annotations"]:
+        for i, ann in enumerate(data["annotations"]):
+            if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
+                raise ValueError(f"{self.path}: annotations[{i}] needs image_id and caption")
             captions[ann["image_id"]].append(str(ann["caption"]).strip())
         images = list(data["images"])  # file order: deterministic and what the user expects
+        for i, image in enumerate(images):
+            if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+                raise ValueError(f"{self.path}: images[{i}] needs id and file_name")
         if per == "image":
             self.items = [(im, captions.get(im["id"], [])) for im in images]
         else:

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sensorium import modalities
 from sensorium.core.progress import progress_bar
 from sensorium.data.formats import iter_source, open_source
-from sensorium.data.shards import SkipLog
+from sensorium.data.shards import SkipLog, count_missing
 
 THUMB = 96
 TEXT_WIDTH = 380
@@ -96,17 +96,22 @@ def contact_sheet(samples: list[dict[str, Any]], path: str | Path, thumb: int = 
 def inspect(spec: Any, sheet: str | Path | None = None, n_sheet: int = 16, strict: bool = False,
             **source_options: Any) -> dict[str, Any]:
     """Read every sample of a dataset (shards, manifest, COCO JSON or class folder), count samples and modalities,
-    count skips, and draw the first `n_sheet` samples as a contact sheet."""
+    count skips (a sample lacking a member others have counts as `missing_<modality>`), and draw the first
+    `n_sheet` samples as a contact sheet."""
     source = open_source(spec, **source_options)
     skips = SkipLog(strict=strict)
     counts: Counter = Counter()
     shown: list[dict[str, Any]] = []
-    total = 0
+    held: list[tuple[str, set[str]]] = []  # (where, modalities) per sample, for counting missing members
     for sample in progress_bar(iter_source(source, skips), desc="inspect", unit="sample", leave=False):
-        total += 1
-        counts.update(n for n in sample if n in modalities.names())
+        present = {n for n in sample if n in modalities.names()}
+        counts.update(present)
+        where = f"{sample['__shard__']}:{sample['__key__']}" if "__shard__" in sample else str(sample.get("__key__"))
+        held.append((where, present))
         if len(shown) < n_sheet:
             shown.append(sample)
+    total = len(held)
+    count_missing({m: [w for w, p in held if m not in p] for m in counts}, total, skips)
     report: dict[str, Any] = {"samples": total, "units": len(source.units()),
                               "modalities": {n: counts[n] for n in modalities.names() if counts[n]},
                               "skipped": skips.as_dict()}

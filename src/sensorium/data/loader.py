@@ -65,20 +65,20 @@ class _PendingSkips(SkipLog):
 
     def __init__(self, strict: bool):
         super().__init__(strict=strict)
-        self.pending: list[tuple[str, str]] = []
+        self.pending: list[tuple[str, str, str, int, str | None]] = []
 
-    def skip(self, reason: str, where: str, detail: str = "") -> None:
-        super().skip(reason, where, detail)
-        self.pending.append((reason, f"{where}: {detail or reason}"))
+    def skip(self, reason: str, where: str, detail: str = "", samples: int = 1, uncounted: str | None = None) -> None:
+        super().skip(reason, where, detail, samples, uncounted)
+        self.pending.append((reason, f"{where}: {detail or reason}", where, samples, uncounted))
 
 
 class _Quiet(SkipLog):
     """For consumers that read a unit only to stride through it: the unit's owner (consumer 0) reports its
     raw-level problems, so they are counted once, but strict still stops everyone."""
 
-    def skip(self, reason: str, where: str, detail: str = "") -> None:
+    def skip(self, reason: str, where: str, detail: str = "", samples: int = 1, uncounted: str | None = None) -> None:
         if self.strict:
-            super().skip(reason, where, detail)
+            super().skip(reason, where, detail, samples, uncounted)
 
 
 def _consumer() -> tuple[int, int]:
@@ -173,10 +173,8 @@ class StreamingDataset(IterableDataset):
             self.end_epoch()
 
     def _record(self, sample: dict[str, Any]) -> None:
-        for reason, message in sample.get("__skips__", ()):
-            self.skips.counts[reason] += 1
-            if len(self.skips.examples) < 20:
-                self.skips.examples.append(message)
+        for reason, message, where, samples, uncounted in sample.get("__skips__", ()):
+            self.skips.merge(reason, message, where, samples, uncounted)
         for unit, pos in sample.get("__done__", ()):
             self.progress.mark(unit, pos, consumed=False)
         if "__unit__" in sample:
@@ -262,10 +260,8 @@ class StreamingLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in self._loader:
-            for reason, message in batch.pop("__skips__"):
-                self.skips.counts[reason] += 1
-                if len(self.skips.examples) < 20:
-                    self.skips.examples.append(message)
+            for reason, message, where, samples, uncounted in batch.pop("__skips__"):
+                self.skips.merge(reason, message, where, samples, uncounted)
             for unit, pos in batch.pop("__done__"):
                 self.dataset.progress.mark(unit, pos, consumed=False)
             for unit, pos in zip(batch["__unit__"], batch["__pos__"]):

@@ -28,27 +28,78 @@ class ShardError(RuntimeError):
 
 @dataclass
 class SkipLog:
-    """Counts skipped samples by reason; `strict` turns the first skip into an error."""
+    """What was dropped while reading data, counted in samples: `counts[reason]` is how many samples a reason
+    affected (one sample with a corrupt image and a corrupt audio clip counts once per reason and once in
+    `total`). A shard that is unreadable or cut short hides samples nobody can count: it is listed in `uncounted`
+    and the totals are lower bounds. `strict` turns the first problem into an error. The first 20 problems are
+    logged one by one, the rest counted quietly."""
 
     strict: bool = False
     counts: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    affected: set = field(default_factory=set)  # samples (shard:key) with at least one problem
+    uncounted: list[str] = field(default_factory=list)  # shards whose lost samples cannot be counted
+    _seen: set = field(default_factory=set, repr=False)
 
-    def skip(self, reason: str, where: str, detail: str = "") -> None:
+    def skip(self, reason: str, where: str, detail: str = "", samples: int = 1, uncounted: str | None = None) -> None:
+        """Count a problem at `where` (a sample key, or a shard for shard-level problems) affecting `samples`
+        samples; `uncounted`: the shard in which more samples were lost than anyone can tell (unreadable or cut
+        short)."""
         message = f"{where}: {detail or reason}"
         if self.strict:
             raise DecodeError(message)
-        self.counts[reason] += 1
+        self.record(reason, message, where, samples)
+        if uncounted and uncounted not in self.uncounted:
+            self.uncounted.append(uncounted)
+
+    def record(self, reason: str, message: str, where: str, samples: int = 1, quiet: bool = False) -> None:
+        """Count a problem once per (reason, sample), logging the first 20 (unless `quiet`)."""
+        if (reason, where) in self._seen:
+            return
+        self._seen.add((reason, where))
+        self.counts[reason] += samples
+        self.affected.update({where} if samples == 1 else {f"{where}#{i}" for i in range(samples)})
         if len(self.examples) < 20:
             self.examples.append(message)
-        log.warning("skipped %s", message)
+            if not quiet:
+                log.warning("skipped %s", message)
+        elif len(self.examples) == 20:
+            self.examples.append("...")
+            if not quiet:
+                log.warning("more skipped samples: counted, not logged one by one")
+
+    def has(self, reason: str, where: str) -> bool:
+        """Whether `reason` was already counted for the sample at `where`."""
+        return (reason, where) in self._seen
+
+    def merge(self, reason: str, message: str, where: str, samples: int = 1, uncounted: str | None = None) -> None:
+        """Count a problem another process (or a worker's own log) reported and logged; it raised if strict."""
+        self.record(reason, message, where, samples, quiet=True)
+        if uncounted and uncounted not in self.uncounted:
+            self.uncounted.append(uncounted)
 
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        """Samples affected (a lower bound when `uncounted` names shards)."""
+        return len(self.affected)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "by_reason": dict(self.counts), "examples": list(self.examples)}
+        out = {"total": self.total, "by_reason": dict(self.counts), "examples": [e for e in self.examples if e != "..."]}
+        if self.uncounted:
+            out["uncounted_shards"] = list(self.uncounted)  # unreadable or cut short: totals are lower bounds
+        return out
+
+
+def count_missing(lacking: dict[str, list[str]], n: int, skips: SkipLog) -> None:
+    """Count samples that lack a member other samples of the same data have (`missing_<modality>`; an error with
+    a strict SkipLog). A modality no sample has is not a per-sample problem: it is logged once."""
+    for modality, where in lacking.items():
+        if len(where) == n:
+            log.warning("no sample has a %s member", modality)
+            continue
+        for key in where:
+            if not skips.has(f"corrupt_{modality}", key):  # a corrupt member is counted as corrupt already
+                skips.skip(f"missing_{modality}", key, f"no {modality} member")
 
 
 def expand_shards(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -84,20 +135,57 @@ def split_key(member_name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), ext.lower()
 
 
+def count_samples(shards: Iterable[Path]) -> int | None:
+    """Distinct sample keys in the shards, from the tar headers alone (seeking past the data: cheap next to
+    decoding), for progress totals; None if a shard cannot be listed (the reader reports it properly)."""
+    total = 0
+    for shard in shards:
+        try:
+            with tarfile.open(shard, "r:*") as tar:
+                total += len({split_key(m.name)[0] for m in tar.getmembers() if m.isfile() and split_key(m.name)[1]})
+        except (tarfile.TarError, OSError, EOFError):
+            return None
+    return total
+
+
+def _unreadable(shard: Path, message: str, skips: SkipLog | None) -> None:
+    if skips is None:
+        raise ShardError(message)
+    skips.skip("unreadable_shard", str(shard), message.removeprefix(f"{shard}: "), uncounted=str(shard))
+
+
 def iter_raw(shard: Path, skips: SkipLog | None = None) -> Iterator[dict[str, Any]]:
     """Raw samples of one tar: `{"__key__", "__shard__", ext: bytes, ...}`, consecutive members grouped by key.
 
-    Without `skips`, a member path outside the shard root or a truncated tar raises ShardError. With a SkipLog,
-    the bad member is skipped (reason `unsafe_path`) and a truncated tar ends the shard after its last complete
-    sample (reason `truncated_shard`), both counted and logged with the shard named (or raising when strict)."""
+    Without `skips`, an unreadable shard, a member path outside the shard root or a damaged tar raises ShardError.
+    With a SkipLog each is counted and reading goes on: an unreadable (empty, not a tar) shard is skipped; a
+    damaged stretch inside a tar is stepped over (reading resumes at the next intact member header, and the
+    samples it touched are counted); a tar cut short ends after its last complete sample (the lost rest cannot be
+    counted: the shard is listed as uncounted)."""
     try:
-        tar = tarfile.open(shard, "r|*")
+        size = os.stat(shard).st_size
+    except OSError as exc:
+        return _unreadable(shard, f"{shard}: cannot be read ({exc.strerror or exc})", skips)
+    if size == 0:
+        return _unreadable(shard, f"{shard}: empty file (0 bytes), not a tar shard", skips)
+    try:
+        tar = tarfile.open(shard, "r|*", ignore_zeros=True)
     except (tarfile.TarError, OSError) as exc:
-        raise ShardError(f"{shard}: not a readable tar ({exc})") from None
+        return _unreadable(shard, f"{shard}: not a readable tar ({exc})", skips)
     current: dict[str, Any] | None = None
+    expected = 0  # where the next member header should start
+    end = 0  # where the last member's data ends
     with tar:
         try:
             for info in tar:
+                if info.offset > expected:  # bytes stepped over: a damaged header or member
+                    lost = f"{shard}:{current['__key__']}" if current else str(shard)
+                    message = (f"damaged tar bytes {expected}..{info.offset} stepped over (a member lost; reading "
+                               f"resumed at the next intact header)")
+                    if skips is None:
+                        raise ShardError(f"{shard}: {message}")
+                    skips.skip("damaged_tar", lost, message)
+                expected = end = info.offset_data + _blocks(info.size)
                 if not info.isfile():
                     continue
                 name = info.name
@@ -117,29 +205,38 @@ def iter_raw(shard: Path, skips: SkipLog | None = None) -> Iterator[dict[str, An
                     current = {"__key__": key, "__shard__": str(shard)}
                 current[ext] = data
         except (tarfile.TarError, EOFError, OSError) as exc:
-            if skips is None:
-                raise ShardError(f"{shard}: truncated or corrupt tar ({exc})") from None
             where = f"{shard}:{current['__key__']}" if current else str(shard)
-            skips.skip("truncated_shard", where, f"truncated or corrupt tar, rest of shard dropped ({exc})")
-            return
-        if _lacks_end_marker(shard, tar.offset):
-            # Cut exactly at a member boundary: tarfile stops quietly, but the last sample may be incomplete.
-            message = f"{shard}: truncated tar (no end-of-archive marker after byte {tar.offset})"
+            message = f"truncated or corrupt tar, rest of shard dropped ({exc})"
             if skips is None:
-                raise ShardError(message)
-            skips.skip("truncated_shard", f"{shard}:{current['__key__'] if current else ''}", message)
+                raise ShardError(f"{shard}: {message}") from None
+            skips.skip("truncated_shard", where, message, uncounted=str(shard))
+            return
+        if not tar.members and not _ends_cleanly(shard, 0, size):  # (an empty tar is just the end marker)
+            return _unreadable(shard, f"{shard}: not a tar shard (no valid member header in {size} bytes)", skips)
+        if not _ends_cleanly(shard, end, size):
+            # Cut at a member boundary: tarfile stops quietly, but the last sample may be incomplete.
+            where = f"{shard}:{current['__key__']}" if current else str(shard)
+            message = f"truncated tar (no end-of-archive marker after byte {end} of {size})"
+            if skips is None:
+                raise ShardError(f"{shard}: {message}")
+            skips.skip("truncated_shard", where, message, uncounted=str(shard))
             return
     if current is not None:
         yield current
 
 
-def _lacks_end_marker(shard: Path, offset: int) -> bool:
-    """True when a regular tar file ends before the two zero blocks every tar writer appends."""
-    try:
-        size = os.stat(shard).st_size
-    except OSError:
+def _blocks(size: int) -> int:
+    return (size + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE
+
+
+def _ends_cleanly(shard: Path, end: int, size: int) -> bool:
+    """True when the bytes after the last member are the end-of-archive marker: at least two zero blocks."""
+    if size - end < 2 * tarfile.BLOCKSIZE:
         return False
-    return Path(shard).is_file() and size - offset < 2 * tarfile.BLOCKSIZE
+    with open(shard, "rb") as f:
+        f.seek(end)
+        tail = f.read(2 * tarfile.BLOCKSIZE)
+    return not any(tail)
 
 
 def decode_sample(raw: dict[str, Any], skips: SkipLog | None = None, want: Iterable[str] | None = None) -> dict[str, Any] | None:

@@ -10,13 +10,14 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from tokenizers.implementations import BaseTokenizer, BertWordPieceTokenizer
 from torch import nn
 
 from sensorium.core.errors import package_version, require
+from sensorium.core.files import read_json, read_state_dict
 from sensorium.encoders.base import Tower, register_tower
+from sensorium.nn.tokenizers import read_tokenizer
 
 _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
@@ -138,7 +139,11 @@ def convert_hf_bert_state_dict(state: dict[str, torch.Tensor], config: BertConfi
     for i in range(config.num_hidden_layers):
         prefix = f"encoder.layer.{i}.attention.self."
         for kind in ("weight", "bias"):
-            parts = [state.pop(f"{prefix}{name}.{kind}") for name in ("query", "key", "value")]
+            names = [f"{prefix}{name}.{kind}" for name in ("query", "key", "value")]
+            missing = [n for n in names if n not in state]
+            if missing:
+                raise ValueError(f"weights do not fit BertEncoder: missing {missing}")
+            parts = [state.pop(n) for n in names]
             state[f"layers.{i}.qkv.{kind}"] = torch.cat(parts)
     out = {}
     for key, value in state.items():
@@ -148,22 +153,18 @@ def convert_hf_bert_state_dict(state: dict[str, torch.Tensor], config: BertConfi
     return out
 
 
-def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """The weights of a HF model directory: model.safetensors if present, else pytorch_model.bin."""
-    if (directory / "model.safetensors").is_file():
-        return load_file(directory / "model.safetensors")
-    if (directory / "pytorch_model.bin").is_file():
-        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {directory}")
-
-
-def load_bert(directory: str | Path) -> BertEncoder:
-    """Build a BertEncoder from a Hugging Face BERT directory (config.json + weights), in eval mode."""
+def load_bert(directory: str | Path, allow_pickle: bool = False) -> BertEncoder:
+    """Build a BertEncoder from a Hugging Face BERT directory (config.json + model.safetensors, or
+    pytorch_model.bin only with `allow_pickle`, through the same gate as every checkpoint), in eval mode."""
     directory = Path(directory)
-    config = BertConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    config = BertConfig.from_dict(read_json(directory / "config.json"))
     model = BertEncoder(config)
-    missing, unexpected = model.load_state_dict(convert_hf_bert_state_dict(_read_weights(directory), config),
-                                                strict=False)
+    state, _ = read_state_dict(directory, ("model.safetensors", "pytorch_model.bin"), allow_pickle)
+    try:
+        converted = convert_hf_bert_state_dict(state, config)
+    except ValueError as exc:
+        raise ValueError(f"{directory}: {exc}") from None
+    missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:
         raise ValueError(f"{directory}: weights do not fit BertEncoder (missing {missing}, unexpected {unexpected})")
     return model.eval()
@@ -173,7 +174,7 @@ def load_bert_tokenizer(directory: str | Path, max_length: int) -> Tokenizer | B
     """The WordPiece tokenizer of a HF BERT directory, truncating to `max_length` and padding to the longest."""
     directory = Path(directory)
     if (directory / "tokenizer.json").is_file():
-        tokenizer: Tokenizer | BaseTokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        tokenizer: Tokenizer | BaseTokenizer = read_tokenizer(directory / "tokenizer.json")
     elif (directory / "vocab.txt").is_file():
         options_file = directory / "tokenizer_config.json"
         options = json.loads(options_file.read_text()) if options_file.is_file() else {}
@@ -199,10 +200,10 @@ class SentenceBertTower(Tower):
     modality = "text"
 
     def __init__(self, directory: str | Path, max_length: int = 256, normalize: bool = True,
-                 name: str = "bert") -> None:
+                 name: str = "bert", allow_pickle: bool = False) -> None:
         super().__init__()
         self.directory = Path(directory)
-        self.encoder = load_bert(self.directory)
+        self.encoder = load_bert(self.directory, allow_pickle)
         if max_length > self.encoder.config.max_position_embeddings:
             raise ValueError(f"max_length {max_length} exceeds the model's "
                              f"{self.encoder.config.max_position_embeddings} positions")

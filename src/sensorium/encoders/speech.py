@@ -12,9 +12,10 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from sensorium.core.files import read_safetensors
 from sensorium.encoders.base import Tower, register_tower
 from sensorium.modalities.audio import SAMPLE_RATE, Waveform
 from sensorium.nn.logmel import LogMel, MelConfig, mel_filterbank  # noqa: F401 (part of the speech tower's interface)
@@ -147,7 +148,7 @@ def load_speech_encoder(path: str | Path) -> tuple[SpeechEncoder, dict[str, Any]
                                 "`sensorium towers train-speech` or use the `logmel-stats` tower")
     card = json.loads(card_path.read_text())
     encoder = SpeechEncoder(SpeechEncoderConfig(**card["encoder"]))
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    state = {k: v.float() for k, v in read_safetensors(path).items()}
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: missing keys {missing}, unexpected keys {unexpected}")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from sensorium.core.files import CheckpointError, load_state
+from sensorium.core.files import CheckpointError, load_state, read_json
 from sensorium.inference.chat import ChatModel
 from sensorium.inference.embedders import AlignedEmbedder, DualEncoderEmbedder, Embedder, UnifiedEmbedder
 from sensorium.interop import build_tower, detect_family, load_pretrained
@@ -104,7 +104,7 @@ def _checkpoint(root: Path, name: str, device: str) -> Model | None:
 # (what it is, how to recognise and load it): tried in order
 LAYOUTS: list[tuple[str, Callable[[Path, str, str], Model | None]]] = [
     ("a composer run or aligned model (config.json with heads and towers + model.safetensors)", _aligned),
-    ("a language decoder run (`sensorium vlm train`: config.json with architecture sensorium-vlm)", _vlm),
+    ("a language decoder run (`sensorium train vlm`: config.json with architecture sensorium-vlm)", _vlm),
     ("a unified encoder run (`sensorium train unified`: model/state.json)", _unified),
     ("a dual encoder checkpoint (`sensorium train clip` runs, HF CLIP/SigLIP, open_clip)", _checkpoint),
 ]
@@ -141,5 +141,9 @@ def load(source: str | Path = "default", device: str | torch.device = "cpu") -> 
         model = loader(root, name, device)
         if model is not None:
             return model
+    for folder in (root, root / "model"):  # a damaged config is named, not reported as an unknown layout
+        for config in ("config.json", "state.json"):
+            if (folder / config).is_file():
+                read_json(folder / config)
     looked = "\n  - ".join(what for what, _ in LAYOUTS)
     raise ValueError(f"{root}: not a model directory Sensorium knows. Looked for:\n  - {looked}")

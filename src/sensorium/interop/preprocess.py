@@ -19,6 +19,7 @@ from tokenizers.models import BPE
 
 from sensorium.core.files import CheckpointError, read_json
 from sensorium.nn.logmel import mel_filters
+from sensorium.nn.tokenizers import read_tokenizer
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -164,7 +165,7 @@ class TextTokenizer:
         """From `tokenizer.json`, or CLIP-style `vocab.json` + `merges.txt`; pad token from tokenizer_config."""
         root = Path(root)
         if (root / "tokenizer.json").is_file():
-            tok = Tokenizer.from_file(str(root / "tokenizer.json"))
+            tok = read_tokenizer(root / "tokenizer.json")
         elif (root / "vocab.json").is_file() and (root / "merges.txt").is_file():
             vocab = json.loads((root / "vocab.json").read_text(encoding="utf-8"))
             merges = [m for m in (root / "merges.txt").read_text(encoding="utf-8").split("\n")[1:] if m.strip()]

@@ -13,8 +13,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
+
+from sensorium.core.config import from_dict
+from sensorium.core.files import read_json, read_safetensors, save_safetensors, write_text_atomic
 
 
 @dataclass
@@ -56,10 +58,9 @@ class AlignedConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "AlignedConfig":
-        data = dict(data)
-        data["heads"] = {m: HeadConfig(**h) for m, h in data.get("heads", {}).items()}
-        return cls(**data)
+    def from_json(cls, data: dict[str, Any], where: str = "aligned model config") -> "AlignedConfig":
+        """Inverse of `to_json`, through the one config loader (types checked, unknown keys named)."""
+        return from_dict(cls, data, where)
 
 
 class AlignedModel(nn.Module):
@@ -98,9 +99,9 @@ class AlignedModel(nn.Module):
         """safetensors weights + JSON config in `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-                  str(directory / "model.safetensors"))
-        (directory / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+                         directory / "model.safetensors")
+        write_text_atomic(directory / "config.json", json.dumps(self.config.to_json(), indent=2))
 
     @classmethod
     def load(cls, directory: str | Path) -> "AlignedModel":
@@ -108,8 +109,8 @@ class AlignedModel(nn.Module):
         for name in ("config.json", "model.safetensors"):
             if not (directory / name).exists():
                 raise FileNotFoundError(f"{directory / name}: missing; is {directory} a Sensorium aligned model?")
-        model = cls(AlignedConfig.from_json(json.loads((directory / "config.json").read_text())))
-        state = load_file(str(directory / "model.safetensors"))
+        model = cls(AlignedConfig.from_json(read_json(directory / "config.json"), str(directory / "config.json")))
+        state = read_safetensors(directory / "model.safetensors")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{directory / 'model.safetensors'}: missing keys {missing}, unexpected keys {unexpected}")

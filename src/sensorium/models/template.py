@@ -21,6 +21,10 @@ import numpy as np
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from sensorium.core.config import from_dict
+from sensorium.core.files import read_json
+from sensorium.nn.tokenizers import read_tokenizer
+
 IGNORE = -100  # label of positions that carry no loss (prompt, media, padding)
 PAD = "<pad>"
 
@@ -251,9 +255,9 @@ class ChatTokenizer:
         directory = Path(directory)
         if not (directory / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{directory}: no tokenizer.json")
-        template = ChatTemplate(**json.loads((directory / "template.json").read_text())) \
+        template = from_dict(ChatTemplate, read_json(directory / "template.json"), str(directory / "template.json")) \
             if (directory / "template.json").is_file() else ChatTemplate()
-        return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), template)
+        return cls(read_tokenizer(directory / "tokenizer.json"), template)
 
 
 def pad_rows(rows: Sequence[Sequence[int]], value: int, align: str = "right") -> tuple[torch.Tensor, torch.Tensor]:

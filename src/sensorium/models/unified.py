@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sensorium.core.config import from_dict
+from sensorium.core.config import checked, from_dict
 from sensorium.core.files import load_state, save_state
 from sensorium.nn import ModalityExperts, MoE, Transformer, TransformerConfig, attention_mask, make_norm, moe_aux_loss
 from sensorium.nn.tokenizers import build_tokenizer
@@ -42,10 +42,10 @@ class MoEConfig:
 class UnifiedConfig:
     """Shape of a unified encoder: tokenizer options by modality, the trunk, its arrangement and FFN kind."""
 
-    tokenizers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tokenizers: dict[str, dict[str, Any]] = checked(default_factory=dict, replace=True)  # a recipe's replaces these whole
     trunk: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=128, depth=3, n_heads=4,
                                                                                mlp_hidden=512, fused_qkv=True))
-    embed_dim: int = 128
+    embed_dim: int = checked(128, min=1)
     arrangement: str = "shared"  # shared | separate
     ffn: str = "dense"  # dense | experts | moe
     moe: MoEConfig = field(default_factory=MoEConfig)

@@ -12,10 +12,10 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sensorium.core.config import reject_unknown
+from sensorium.core.config import checked, from_dict
+from sensorium.core.files import read_json, read_safetensors, save_safetensors, write_text_atomic
 from sensorium.encoders.base import Tower, build_tower, to_device
 from sensorium.models.generation import Generated, GenerationConfig, generate_from_embeds, stream_tokens
 from sensorium.models.llama import LlamaConfig, LlamaLM
@@ -39,7 +39,7 @@ class MediaConfig:
 class VLMConfig:
     """Modalities (tower + projector each) and the decoder: a fresh Llama config or a HF Llama-family directory."""
 
-    media: dict[str, MediaConfig] = field(default_factory=lambda: {"image": MediaConfig()})
+    media: dict[str, MediaConfig] = checked(default_factory=lambda: {"image": MediaConfig()}, replace=True)
     decoder: LlamaConfig = field(default_factory=lambda: LlamaConfig(
         vocab_size=512, dim=256, depth=4, n_heads=4, n_kv_heads=2, mlp_hidden=768, max_positions=512,
         tie_embeddings=True, bos_token_id=None, eos_token_ids=[], pad_token_id=0))
@@ -47,19 +47,6 @@ class VLMConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VLMConfig":
-        """Inverse of `to_dict` (unknown keys are an error naming them)."""
-        data = dict(data)
-        reject_unknown(cls, data, "model")
-        media = {}
-        for name, m in data.pop("media", {}).items():
-            m = dict(m)
-            m["projector"] = ProjectorConfig(**m.get("projector", {}))
-            media[name] = MediaConfig(**m)
-        decoder = LlamaConfig(**data.pop("decoder", {})) if "decoder" in data else LlamaConfig()
-        return cls(media=media, decoder=decoder, **data)
 
 
 @dataclass
@@ -314,10 +301,10 @@ class VisionLanguageModel(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith(frozen)}
         if self.lm.cfg.tie_embeddings:
             state.pop("lm.lm_head.weight", None)
-        save_file(state, str(directory / "model.safetensors"))
+        save_safetensors(state, directory / "model.safetensors")
         config = self.config.to_dict()
         config["decoder_path"] = ""  # the weights now live here
-        (directory / "config.json").write_text(json.dumps({"architecture": "sensorium-vlm", **config}, indent=2))
+        write_text_atomic(directory / "config.json", json.dumps({"architecture": "sensorium-vlm", **config}, indent=2))
         if self.tokenizer is not None:
             self.tokenizer.save(directory)
         return directory
@@ -332,11 +319,11 @@ class VisionLanguageModel(nn.Module):
             directory = directory / "model"
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory}: no config.json; expected a model saved by `sensorium vlm train`")
-        raw = json.loads((directory / "config.json").read_text())
+        raw = read_json(directory / "config.json")
         if raw.pop("architecture", None) != "sensorium-vlm":
             raise ValueError(f"{directory / 'config.json'}: not a Sensorium VLM config")
-        model = cls(VLMConfig.from_dict(raw), ChatTokenizer.load(directory))
-        state = load_file(str(directory / "model.safetensors"))
+        model = cls(from_dict(VLMConfig, raw, str(directory / "config.json")), ChatTokenizer.load(directory))
+        state = read_safetensors(directory / "model.safetensors")
         if model.lm.cfg.tie_embeddings:
             state["lm.lm_head.weight"] = state["lm.embed.weight"]
         frozen = tuple(f"towers.{m}." for m, c in model.config.media.items() if not c.train_tower)

@@ -21,7 +21,20 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
 
 from sensorium import modalities
+from sensorium.core.files import CheckpointError
 from sensorium.nn.logmel import LogMel, MelConfig
+
+
+def read_tokenizer(path: str | Path) -> Tokenizer:
+    """A `tokenizers` tokenizer.json; a missing, truncated or corrupt file is a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tokenizer file not found")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - the library raises a bare Exception for a bad file
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path}: not a readable tokenizer.json ({reason}); restore or re-create it") from None
 
 
 @dataclass

@@ -12,13 +12,15 @@ from typing import Any
 
 import torch
 
-from sensorium.core.config import save_config
+from sensorium.core.config import checked, save_config
+from sensorium.core.device import check_device
+from sensorium.core.lock import run_lock
 from sensorium.data.batches import FeatureBatches
 from sensorium.data.features import FeatureSet, cached_features, feature_cache_dir
 from sensorium.eval.retrieval import ranks
 from sensorium.interop import build_tower
 from sensorium.models.aligned import AlignedConfig, AlignedModel, HeadConfig
-from sensorium.objectives import build_loss
+from sensorium.objectives import LOSSES, build_loss
 from sensorium.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -31,21 +33,29 @@ class StageConfig:
     name: str = "image-text"
     train_heads: list[str] = field(default_factory=lambda: ["image", "text"])
     pairs: list[list[str]] = field(default_factory=lambda: [["image", "text"]])
-    loss: str = "siglip"
+    loss: str = checked("siglip", choices=lambda: list(LOSSES))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, weight_decay=0.2, eval_every=100,
                                                                    ckpt_every=100))
     # Start a new head as a copy of an aligned one when their towers share a feature space (the speech tower is
     # distilled into the text tower's space, so {"audio": "text"}); skipped when the shapes differ.
     init_from: dict[str, str] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Called by the config loader: a stage trains some head and every pair names two modalities."""
+        if not self.train_heads:
+            raise ValueError(f"stage {self.name!r}: train_heads is empty; name the heads it trains, e.g. [image, text]")
+        for pair in self.pairs:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"stage {self.name!r}: pairs entry {pair} must name two different modalities")
+
 
 @dataclass
 class HeadsConfig:
     """Shape of the projection heads and the shared space."""
 
-    dim: int = 512
-    hidden: int = 1024
-    dropout: float = 0.5
+    dim: int = checked(512, min=1)
+    hidden: int = checked(1024, min=1)
+    dropout: float = checked(0.5, min=0, lt=1)
 
 
 @dataclass
@@ -62,21 +72,24 @@ class AlignConfig:
     ])
     cache_dir: str = ""  # where tower features are cached; "" = <data>/.features (shared by runs on that data)
     device: str = "cpu"
-    feature_batch_size: int = 64
+    feature_batch_size: int = checked(64, min=1)
     strict: bool = False
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AlignConfig":
-        data = dict(data)
-        if "heads" in data:
-            data["heads"] = HeadsConfig(**data["heads"])
-        if "stages" in data:
-            data["stages"] = [StageConfig(**{**s, "train": TrainConfig(**s.get("train", {}))}) for s in data["stages"]]
-        unknown = set(data) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise ValueError(f"unknown align config key(s): {sorted(unknown)}")
-        return cls(**data)
+    def validate(self) -> None:
+        """Called by the config loader: every modality a stage trains or pairs has a tower; stage names differ."""
+        if not self.stages:
+            raise ValueError("stages is empty; a recipe trains at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names {names} repeat; each stage needs its own name (its checkpoints use it)")
+        for i, stage in enumerate(self.stages):
+            used = [*stage.train_heads, *(m for pair in stage.pairs for m in pair), *stage.init_from,
+                    *stage.init_from.values()]
+            for modality in used:
+                if modality not in self.towers:
+                    raise ValueError(f"stages.{i} ({stage.name}) uses {modality!r} but towers has "
+                                     f"{', '.join(self.towers)}; add towers.{modality}=TOWER or drop it from the stage")
 
 
 def split_path(config: AlignConfig, split: str) -> Path:
@@ -160,9 +173,14 @@ def train_stage(model: AlignedModel, stage: StageConfig, train: FeatureSet, val:
 
 
 def run_alignment(config: AlignConfig, run_dir: str | Path, progress: bool = True) -> AlignedModel:
-    """Cache features, train every stage in order, save the model after each stage into `run_dir`/model."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Cache features, train every stage in order, save the model after each stage into `run_dir`/model (holding
+    the run directory's lock: a second writer is refused)."""
+    check_device(config.device)
+    with run_lock(run_dir):
+        return _run_alignment(config, Path(run_dir), progress)
+
+
+def _run_alignment(config: AlignConfig, run_dir: Path, progress: bool) -> AlignedModel:
     save_config(config, run_dir / "align.yaml")
     cache = feature_cache(config)
     train = load_features(config, "train", cache, progress)

@@ -21,7 +21,8 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
-from sensorium.core.config import load_config, save_config, to_dict
+from sensorium.core.config import checked, load_config, save_config, to_dict
+from sensorium.core.lock import run_lock
 from sensorium.core.progress import progress_bar
 from sensorium.models.dual_encoder import DualEncoder, DualEncoderConfig
 from sensorium.train.captions import (
@@ -37,6 +38,7 @@ from sensorium.train.clip_models import clip_config, model_cfg
 from sensorium.train.clip_state import Checkpointer, ValidationSet, check_same_run, write_model
 from sensorium.train.distributed import STRATEGIES, init, wrap
 from sensorium.train.fast import ContrastiveStep, FastConfig
+from sensorium.train.interrupt import StopSignals, TrainingInterrupted
 from sensorium.train.shard_feed import ShardFeed
 from sensorium.train.trainer import TrainConfig, cosine_lr
 
@@ -96,7 +98,8 @@ class ClipRecipe:
     """One `sensorium train clip` run."""
 
     # an open_clip model config {embed_dim, vision_cfg, text_cfg} or the name of a configs/clip file holding one
-    model: dict[str, Any] | str = ""
+    # (typed Any so that overrides reach inside the mapping: model.vision_cfg.layers=6)
+    model: Any = checked("", replace=True)
     prune_last_block: bool = True  # the last block computes only the pooled rows: same embeddings, less work
     tokenizer: ClipTokenizer = field(default_factory=ClipTokenizer)
     data: ClipData = field(default_factory=ClipData)
@@ -105,6 +108,10 @@ class ClipRecipe:
     strategy: str = "none"  # none | ddp | fsdp (under torchrun)
     device: str = "auto"  # auto (this rank's GPU if any) | cuda | cpu
     threads: int = 0  # torch CPU threads (0: torch's default)
+
+    def validate(self) -> None:
+        """The config loader's hook: `check_recipe`."""
+        check_recipe(self)
 
 
 OPTIMISATION = {"lr": "lr", "weight_decay": "weight_decay", "grad_clip": "grad_clip", "accum": "accum"}
@@ -134,10 +141,8 @@ def check_recipe(recipe: ClipRecipe) -> None:
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ClipRecipe:
-    """A ClipRecipe from YAML (configs/clip/) and dotted overrides, checked."""
-    recipe = load_config(ClipRecipe, path, overrides)
-    check_recipe(recipe)
-    return recipe
+    """A ClipRecipe from YAML (configs/clip/) and dotted overrides, checked (`ClipRecipe.validate`)."""
+    return load_config(ClipRecipe, path, overrides)
 
 
 def build_tokenizer(recipe: ClipRecipe, run_dir: Path | None = None) -> Any:
@@ -263,25 +268,38 @@ def _prepare_run(recipe: ClipRecipe, run: Path, rank: int, resuming: bool) -> An
     return build_tokenizer(recipe, run)
 
 
-def _over_budget(budget_s: float, elapsed_s: float, device: torch.device) -> bool:
-    """Whether the run is past its time budget, agreed by every rank (the slowest decides), so that all of them
-    checkpoint and stop at the same step."""
-    if not budget_s:
-        return False
-    over = torch.tensor([float(elapsed_s > budget_s)], device=device)
+def _agree_stop(budget_s: float, elapsed_s: float, signum: int | None, device: torch.device) -> tuple[bool, int]:
+    """(past the time budget, a stop signal's number or 0), agreed by every rank (any rank's decides), so that all
+    of them checkpoint and stop at the same step."""
+    flags = torch.tensor([float(bool(budget_s) and elapsed_s > budget_s), float(signum or 0)], device=device)
     if dist.is_initialized():
-        dist.all_reduce(over, op=dist.ReduceOp.MAX)
-    return bool(over.item())
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    over, sig = flags.tolist()
+    return bool(over), int(sig)
 
 
 def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, stop_after: int | None = None
              ) -> dict[str, Any]:
-    """Train (or resume) the recipe into `run_dir`; returns the summary (also summary.json). `stop_after`: leave
-    after this many steps of this call without a checkpoint, as a killed run would (for resume tests)."""
+    """Train (or resume) the recipe into `run_dir`; returns the summary (also summary.json). One writer per run
+    directory (core.lock). SIGINT/SIGTERM: checkpoint at the next step (at the next log step under torchrun, where
+    the ranks agree) and raise TrainingInterrupted. `stop_after`: leave after this many steps of this call without a
+    checkpoint, as a killed run would (for resume tests)."""
     check_recipe(recipe)
-    run, t = Path(run_dir), recipe.train
+    run = Path(run_dir)
     owns_group = not dist.is_initialized()
-    rank, world, device = init(t.timeout_s, recipe.device)
+    rank, world, device = init(recipe.train.timeout_s, recipe.device)
+    try:
+        with run_lock(run), StopSignals() as stop:
+            return _train(recipe, run, rank, world, device, stop, progress, stop_after)
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(recipe: ClipRecipe, run: Path, rank: int, world: int, device: torch.device, stop: StopSignals,
+           progress: bool, stop_after: int | None) -> dict[str, Any]:
+    """run_clip's body, under the run lock and the stop-signal handler."""
+    t = recipe.train
     threads = torch.get_num_threads()
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
@@ -290,7 +308,7 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
     feed = None
     try:
         ckpt = Checkpointer(run / "checkpoints" / STAGE, t.keep_checkpoints, rank)
-        tokenizer = _prepare_run(recipe, run, rank, ckpt.latest() is not None)
+        tokenizer = _prepare_run(recipe, run, rank, ckpt.any())
         model = build_model(recipe, device, tokenizer)
         step = build_step(recipe, model, (lambda p: wrap(p, recipe.strategy, device)) if dist.is_initialized() else None)
         resumed = ckpt.resume(model, step.optimizer, device, run / "metrics.jsonl", STAGE)
@@ -314,9 +332,12 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
             set_lr(step.optimizer, cosine_lr(i, schedule))
             window.append(step(*next(feed)))
             i += 1
-            if i % t.log_every and i % t.ckpt_every and i != t.steps and not (t.eval_every and i % t.eval_every == 0):
+            due = not (i % t.log_every and i % t.ckpt_every and i != t.steps and not (t.eval_every and
+                                                                                    i % t.eval_every == 0))
+            if not due and not (stop.received and world == 1):
                 continue  # the loss stays on the device until a log step: no host sync per step
-            stopping = _over_budget(t.time_budget_s, time.perf_counter() - begin, device)
+            over, signum = _agree_stop(t.time_budget_s, time.perf_counter() - begin, stop.received, device)
+            stopping = over or bool(signum)
             losses = torch.stack(window).float().cpu()
             if not torch.isfinite(losses).all():
                 kept = ckpt.latest()
@@ -329,7 +350,7 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
                       "samples_per_s": round(len(window) * t.batch_size * world / (now - window_start), 1)}
             first_loss = record["loss"] if first_loss is None else first_loss
             window = []
-            if val is not None and ((t.eval_every and i % t.eval_every == 0) or i == t.steps or stopping):
+            if val is not None and ((t.eval_every and i % t.eval_every == 0) or i == t.steps or over):
                 record.update({f"val/{k}": v for k, v in val.evaluate(step.wrapped, recipe.fast, device).items()})
             if rank == 0:
                 ckpt.log(run / "metrics.jsonl", record)
@@ -340,6 +361,11 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
             if i % t.ckpt_every == 0 or i == t.steps or stopping:
                 ckpt.save(i, model, step.optimizer, feed, elapsed, device)
             window_start = time.perf_counter()  # evaluation and checkpoints are not counted as training time
+            if signum:
+                bar.close()
+                name = stop.name or f"signal {signum}"
+                raise TrainingInterrupted(f"train clip: stopped by {name} at step {i}; checkpoint {ckpt.latest()} "
+                                          f"saved; run the same command again to resume", signum)
             if stopping and i < t.steps:
                 summary["status"] = "stopped"
                 summary["reason"] = f"train.time_budget_s={t.time_budget_s:g} reached at step {i} of {t.steps}; " \
@@ -363,5 +389,3 @@ def run_clip(recipe: ClipRecipe, run_dir: str | Path, progress: bool = True, sto
         torch.set_num_threads(threads)
         if feed is not None:
             feed.close()
-        if owns_group and dist.is_initialized():
-            dist.destroy_process_group()

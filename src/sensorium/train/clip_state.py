@@ -1,7 +1,7 @@
 """What `sensorium train clip` keeps between steps and runs: checkpoints (full model and optimizer state gathered
-from DDP/FSDP2 with torch.distributed.checkpoint's state-dict API, the step, every rank's data position, RNG) with
-exact resume, the run's metrics and summary, the validation retrieval set, and the final `sensorium-clip`
-model directory."""
+from DDP/FSDP2 with torch.distributed.checkpoint's state-dict API, the step, every rank's data position, RNG; written
+with a manifest of hashes, verified on resume, damaged ones set aside) with exact resume, the run's metrics and
+summary, the validation retrieval set, and the final `sensorium-clip` model directory."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from sensorium.core.config import to_dict
-from sensorium.core.files import load_state, save_state
+from sensorium.core.files import CheckpointError, load_state, save_state
 from sensorium.data.formats import iter_source, open_source
 from sensorium.data.loader import collate
 from sensorium.eval.plots import loss_curve
@@ -35,7 +35,7 @@ from sensorium.interop.preprocess import OPENAI_MEAN, OPENAI_STD, ImageProcessor
 from sensorium.interop.sensorium_clip import save_sensorium_clip
 from sensorium.models.dual_encoder import DualEncoder, DualEncoderConfig
 from sensorium.train.captions import CaptionTokens, text_tokenizer
-from sensorium.train.checkpoint import latest_checkpoint
+from sensorium.train.checkpoint import checkpoints, latest_checkpoint, newest_valid, set_aside
 from sensorium.train.shard_feed import ShardFeed, normalize_images
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,12 @@ class Checkpointer:
         self.directory, self.keep, self.rank = directory, keep, rank
 
     def latest(self) -> Path | None:
-        """The newest complete checkpoint."""
+        """The newest checkpoint whose files verify."""
         return latest_checkpoint(self.directory)
+
+    def any(self) -> bool:
+        """Whether a checkpoint directory exists at all (cheap: nothing is hashed)."""
+        return bool(checkpoints(self.directory))
 
     def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, feed: ShardFeed, elapsed: float,
              device: torch.device) -> Path | None:
@@ -98,21 +102,37 @@ class Checkpointer:
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(device)
             path = save_state(self.directory / f"step-{step:07d}", state)
-            for stale in sorted(self.directory.glob("step-*"))[: -self.keep]:
+            for stale in checkpoints(self.directory)[: -self.keep]:
                 shutil.rmtree(stale, ignore_errors=True)
         _barrier()
         return path
 
     def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, metrics: Path,
                stage: str) -> dict[str, Any] | None:
-        """Load the newest checkpoint into model and optimizer (every rank), restore the RNG, drop metrics written
-        after it; returns {step, elapsed, data: per-rank positions}, or None without a checkpoint."""
-        path = self.latest()
-        if path is None:
+        """Load the newest checkpoint that verifies into model and optimizer (every rank; rank 0 verifies it and sets
+        newer damaged ones aside), restore the RNG, drop metrics written after it; returns {step, elapsed, data:
+        per-rank positions}, or None without a checkpoint."""
+        found: list[Any] = [None]
+        if self.rank == 0:
+            path, skipped = newest_valid(self.directory)
+            for bad, reason in skipped:
+                set_aside(bad, reason)
+            if skipped:
+                log.warning("skipped %d damaged checkpoint(s) (%s); resuming from %s", len(skipped),
+                            "; ".join(reason for _, reason in skipped), path or "the start")
+            found = [str(path) if path is not None else None]
+        if dist.is_initialized():
+            dist.broadcast_object_list(found, src=0)
+        if found[0] is None:
             return None
-        state = load_state(path)
-        set_model_state_dict(model, state["model"], options=LOAD)
-        set_optimizer_state_dict(model, optimizer, state["optimizer"], options=LOAD)
+        path = Path(found[0])
+        state = load_state(path, verify=False)  # rank 0 has just verified it
+        try:
+            set_model_state_dict(model, state["model"], options=LOAD)
+            set_optimizer_state_dict(model, optimizer, state["optimizer"], options=LOAD)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: does not fit this model and optimizer ({str(exc).splitlines()[0]}); "
+                                  f"the recipe changed since it was saved: use a new run directory") from None
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -123,9 +143,8 @@ class Checkpointer:
                              f"({world} now) or start a new run")
         step = int(state["step"])
         if self.rank == 0 and metrics.exists():
-            kept = [line for line in metrics.read_text().splitlines() if line.strip() and
-                    (json.loads(line).get("stage") != stage or json.loads(line).get("step", 0) <= step)]
-            metrics.write_text("".join(line + "\n" for line in kept))
+            metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines()
+                                       if _kept(line, stage, step)))
         _barrier()
         log.info("resumed from %s (step %d)", path, step)
         return {"step": step, "elapsed": float(state.get("elapsed", 0.0)), "data": data}
@@ -150,6 +169,16 @@ class Checkpointer:
     def write_summary(path: Path, summary: dict[str, Any]) -> None:
         """summary.json."""
         path.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def _kept(line: str, stage: str, step: int) -> bool:
+    """A metrics line to keep on resume: another stage's, or this one's up to the resumed step (a line cut short by
+    a crash is dropped)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and (record.get("stage") != stage or record.get("step", 0) <= step)
 
 
 def inference_image(cfg: DualEncoderConfig) -> ImageProcessor:

@@ -2,7 +2,9 @@
 accumulation, bf16 autocast on CUDA, periodic validation, safetensors checkpoints with exact resume, a NaN guard
 that keeps the last good checkpoint, metrics as JSONL, a progress bar and a loss-curve PNG. Models plug in
 through a `step_fn(model, batch) -> (loss, logs)` and a batch iterator, so the loop knows nothing of modalities;
-several tasks are trained by alternating gradient descent through `train.tasks.Alternating`."""
+several tasks are trained by alternating gradient descent through `train.tasks.Alternating`. Reliability: one
+writer per run directory (core.lock), resume from the newest checkpoint that verifies (damaged ones set aside and
+named), SIGINT/SIGTERM save at the next step boundary, and divergence rolls back to the last finite checkpoint."""
 
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from sensorium.core.files import load_state, save_state
+from sensorium.core.config import checked
+from sensorium.core.files import CheckpointError, load_state, save_state
+from sensorium.core.lock import run_lock
 from sensorium.core.progress import progress_bar
 from sensorium.eval.plots import loss_curve
-from sensorium.train.checkpoint import latest_checkpoint
+from sensorium.train.checkpoint import checkpoints, latest_checkpoint, newest_valid, set_aside
+from sensorium.train.interrupt import StopSignals, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +36,20 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings of one training stage."""
+    """Optimisation settings of one training stage (ranges checked when a recipe is loaded)."""
 
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup: int = 50
-    batch_size: int = 256
-    grad_clip: float = 1.0
-    accumulate: int = 1  # micro-batches per optimiser step
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
-    eval_every: int = 250
-    ckpt_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    steps: int = checked(1000, min=1)
+    lr: float = checked(1e-3, gt=0)
+    weight_decay: float = checked(0.1, min=0)
+    warmup: int = checked(50, min=0)
+    batch_size: int = checked(256, min=1)
+    grad_clip: float = checked(1.0, min=0)  # 0 = no clipping
+    accumulate: int = checked(1, min=1)  # micro-batches per optimiser step
+    precision: str = checked("auto", choices=PRECISIONS)  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
+    eval_every: int = checked(250, min=1)
+    ckpt_every: int = checked(500, min=1)
+    keep_checkpoints: int = checked(2, min=1)
+    log_every: int = checked(10, min=1)
     seed: int = 0
 
 
@@ -91,46 +96,88 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # seconds spent in fit() over every run of this stage (resumes included)
         self.history: list[dict[str, Any]] = []
+        self.last_loss = float("nan")
 
     def _state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "rng": torch.get_rng_state(), "history": json.dumps(self.history), "elapsed": self.elapsed}
+                "rng": torch.get_rng_state(), "history": json.dumps(self.history), "elapsed": self.elapsed,
+                "loss": self.last_loss}
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters() if p.is_floating_point())
 
     def save(self) -> Path:
-        """Checkpoint the current step, keeping the newest `keep_checkpoints`."""
-        path = save_state(self.ckpt_dir / f"step-{self.step:07d}", self._state())
-        for stale in sorted(self.ckpt_dir.glob("step-*"))[: -self.config.keep_checkpoints]:
-            shutil.rmtree(stale, ignore_errors=True)
+        """Checkpoint the current step, keeping the newest `keep_checkpoints`. Only finite weights are saved (a
+        non-finite one is a divergence: rolled back and reported), so every checkpoint is a good one."""
+        if not self._weights_finite():
+            raise self._diverged("a weight", "not finite", after=True)
+        with run_lock(self.run_dir):
+            path = save_state(self.ckpt_dir / f"step-{self.step:07d}", self._state())
+            for stale in checkpoints(self.ckpt_dir)[: -self.config.keep_checkpoints]:
+                shutil.rmtree(stale, ignore_errors=True)
         return path
 
-    def resume(self) -> bool:
-        """Load the latest checkpoint of this stage, if one exists; returns whether it did. Metrics written after
-        that checkpoint (by the interrupted run) are dropped from metrics.jsonl, so it reads as one run."""
-        path = latest_checkpoint(self.ckpt_dir)
-        if path is None:
-            return False
-        state = load_state(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def _load(self, path: Path) -> None:
+        """Restore a checkpoint that `newest_valid` has just verified (so it is not hashed twice)."""
+        state = load_state(path, verify=False)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: does not fit this model and optimizer ({str(exc).splitlines()[0]}); "
+                                  f"the recipe changed since it was saved: use a new run directory") from None
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"])
         self.history = json.loads(state["history"])
         self.elapsed = float(state.get("elapsed", 0.0))
-        if self.metrics_path.exists():
-            kept = [line for line in self.metrics_path.read_text().splitlines() if line.strip() and
-                    (json.loads(line).get("stage") != self.name or json.loads(line).get("step", 0) <= self.step)]
-            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        self.last_loss = float(state.get("loss", float("nan")))
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of this stage whose files verify, if one exists; returns whether it did.
+        Newer damaged checkpoints are set aside (renamed `.damaged`) and named in a warning. Metrics written after
+        the checkpoint (by the interrupted run) are dropped from metrics.jsonl, so it reads as one run."""
+        with run_lock(self.run_dir):
+            path, skipped = newest_valid(self.ckpt_dir)
+            for bad, reason in skipped:
+                set_aside(bad, reason)
+            if skipped:
+                log.warning("%s: skipped %d damaged checkpoint(s) (%s); resuming from %s", self.name, len(skipped),
+                            "; ".join(reason for _, reason in skipped), path or "the start")
+            if path is None:
+                return False
+            self._load(path)
+            self._trim_metrics()
         log.info("resumed %s from %s (step %d)", self.name, path, self.step)
         return True
 
-    def _diverged(self, what: str, value: float) -> FloatingPointError:
-        """The NaN/inf error: names the step and the last good checkpoint, which is kept (never overwritten)."""
+    def _trim_metrics(self) -> None:
+        """Drop this stage's metrics after the resumed step, and any line cut short by a crash."""
+        if not self.metrics_path.exists():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("stage") != self.name or record.get("step", 0) <= self.step:
+                kept.append(line)
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def _diverged(self, what: str, value: float | str, after: bool = False) -> FloatingPointError:
+        """The NaN/inf error: rolls the model, optimizer and step back to the newest checkpoint (all of them hold
+        finite weights) and names it. With nothing saved yet, the current weights are saved if they are finite."""
         kept = latest_checkpoint(self.ckpt_dir)
-        if kept is None:  # nothing saved yet: the weights before this step are still good, keep them
+        when = f"after step {self.step}" if after else f"at step {self.step + 1}"
+        if kept is None and self._weights_finite():
             kept = self.save()
-        return FloatingPointError(f"{self.name}: {what} is {value} at step {self.step + 1}; the last good checkpoint "
-                                  f"{kept} is kept (resume from it, e.g. with a lower train.lr or a smaller "
-                                  f"train.grad_clip)")
+        if kept is None:
+            return FloatingPointError(f"{self.name}: {what} is {value} {when} and no checkpoint with finite weights "
+                                      f"exists; start again with a lower train.lr or a smaller train.grad_clip")
+        self._load(kept)
+        return FloatingPointError(f"{self.name}: {what} is {value} {when}; rolled back to the last good checkpoint "
+                                  f"{kept} (step {self.step}), which is kept (resume from it, e.g. with a lower "
+                                  f"train.lr or a smaller train.grad_clip)")
 
     def _micro_steps(self, it: Iterator[Any], step_fn: Callable, precision: contextlib.AbstractContextManager
                      ) -> tuple[float, dict[str, float]]:
@@ -153,8 +200,12 @@ class Trainer:
             evaluate: Callable[[nn.Module], dict[str, float]] | None = None) -> list[dict[str, Any]]:
         """Train until `config.steps`. `batches(i)` yields micro-batches starting at micro-batch i (= step with
         accumulate 1, step * accumulate otherwise), so a resumed run sees exactly the batches it would have seen."""
+        with run_lock(self.run_dir), StopSignals() as stop:
+            return self._fit(batches, step_fn, evaluate, stop)
+
+    def _fit(self, batches: Callable[[int], Iterator[Any]], step_fn: Callable, evaluate: Callable | None,
+             stop: StopSignals) -> list[dict[str, Any]]:
         config = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         device = self.params[0].device if self.params else torch.device("cpu")
         precision = autocast(config.precision, device)
         bar = progress_bar(total=config.steps, initial=self.step, desc=self.name, unit="step", disable=not self.progress)
@@ -167,6 +218,7 @@ class Trainer:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
             loss, logs = self._micro_steps(it, step_fn, precision)
+            self.last_loss = loss
             norm = torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip or float("inf"))
             if not torch.isfinite(norm):
                 raise self._diverged("the gradient norm", norm.item())
@@ -185,8 +237,12 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(1)
             self.elapsed = before + time.time() - start
-            if self.step % config.ckpt_every == 0 or self.step == config.steps:
-                self.save()
+            if self.step % config.ckpt_every == 0 or self.step == config.steps or stop.received:
+                path = self.save()
+                if stop.received:
+                    bar.close()
+                    raise TrainingInterrupted(f"{self.name}: stopped by {stop.name} at step {self.step}; checkpoint "
+                                              f"{path} saved; run the same command again to resume", stop.received)
         bar.close()
         self.plot()
         log.info("%s: %d steps in %.1fs", self.name, config.steps, time.time() - start)

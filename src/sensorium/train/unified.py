@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from sensorium.core.config import save_config
+from sensorium.core.config import checked, save_config
+from sensorium.core.lock import run_lock
 from sensorium.data.memory import MemorySet
 from sensorium.data.world import COLORS, SHAPES, SIZES, WorldConfig, write_world
 from sensorium.data.world.language import REGIONS, where
@@ -23,7 +24,9 @@ from sensorium.eval.unified import embed_set, zero_shot
 from sensorium.models.unified import UnifiedConfig, UnifiedModel
 from sensorium.nn import TransformerConfig
 from sensorium.nn.tokenizers import train_bpe
-from sensorium.objectives.multimodal import MultiModalObjective
+from sensorium.objectives import LOSSES
+from sensorium.objectives.multimodal import MISSING, MultiModalObjective
+from sensorium.objectives.symile import NEGATIVE_SAMPLING
 from sensorium.train.tasks import Alternating, Task
 from sensorium.train.trainer import TrainConfig, Trainer
 
@@ -36,24 +39,24 @@ class WorldData:
 
     root: str = "data/world-unified"
     modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])
-    n_train: int = 4000
-    n_val: int = 250
-    n_test: int = 500
-    image_size: int = 64
-    min_objects: int = 1
-    max_objects: int = 1
+    n_train: int = checked(4000, min=1)
+    n_val: int = checked(250, min=1)
+    n_test: int = checked(500, min=1)
+    image_size: int = checked(64, min=8)
+    min_objects: int = checked(1, min=1)
+    max_objects: int = checked(1, min=1)
     seed: int = 0
-    workers: int = 2
-    vocab_size: int = 1000
+    workers: int = checked(2, min=1)
+    vocab_size: int = checked(1000, min=1)
 
 
 @dataclass
 class ObjectiveConfig:
     """The contrastive objective over the modalities (see objectives.multimodal)."""
 
-    kind: str = "clip"  # clip | siglip | symile
-    negative_sampling: str = "n"
-    missing: str = "drop"  # drop | embed
+    kind: str = checked("clip", choices=lambda: list(LOSSES))  # clip | siglip | symile
+    negative_sampling: str = checked("n", choices=NEGATIVE_SAMPLING)
+    missing: str = checked("drop", choices=MISSING)  # drop | embed
     local_loss: bool = False
 
 
@@ -74,9 +77,23 @@ class UnifiedRecipe:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=800, lr=1e-3, weight_decay=0.05, warmup=60, batch_size=64, eval_every=200, ckpt_every=200))
     alternate: bool = False  # IMP's alternating gradient descent: each step trains one pair of modalities, in turn
-    eval_batch_size: int = 128
-    threads: int = 0  # torch CPU threads (0: leave torch's default)
+    eval_batch_size: int = checked(128, min=1)
+    threads: int = checked(0, min=0)  # torch CPU threads (0: leave torch's default)
     seed: int = 0
+
+    def check_modalities(self) -> None:
+        """Every data modality has a tokenizer and vice versa (checked by run_unified, not at load, so a recipe can
+        still be edited in Python after loading, e.g. a tokenizer dropped)."""
+        want = list(self.data.modalities)
+        for name in want:
+            if name not in self.model.tokenizers:
+                raise ValueError(f"the data has modality {name!r} but the model has no tokenizer for it (tokenizers: "
+                                 f"{', '.join(self.model.tokenizers)}); add model.tokenizers.{name} or drop it from "
+                                 "data.modalities")
+        unused = [m for m in self.model.tokenizers if m not in want]
+        if unused:
+            raise ValueError(f"model.tokenizers has {unused} but data.modalities {want} does not; drop them from "
+                             "the model")
 
 
 def prepare_world(data: WorldData, progress: bool = True) -> dict[str, str]:
@@ -134,20 +151,17 @@ def _vocab(recipe: UnifiedRecipe, train: MemorySet) -> None:
 
 
 def run_unified(recipe: UnifiedRecipe, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Generate/load data, train (resuming if the run has checkpoints), evaluate, save model and report."""
+    """Generate/load data, train (resuming if the run has checkpoints), evaluate, save model and report (holding
+    the run directory's lock: a second writer is refused)."""
+    recipe.check_modalities()
+    with run_lock(run_dir):
+        return _run_unified(recipe, Path(run_dir), progress)
+
+
+def _run_unified(recipe: UnifiedRecipe, run_dir: Path, progress: bool) -> dict[str, Any]:
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     want = list(recipe.data.modalities)
-    for name in want:
-        if name not in recipe.model.tokenizers:
-            raise ValueError(f"the data has modality {name!r} but the model has no tokenizer for it (tokenizers: "
-                             f"{', '.join(recipe.model.tokenizers)}); add model.tokenizers.{name} or drop it from "
-                             "data.modalities")
-    unused = [m for m in recipe.model.tokenizers if m not in want]
-    if unused:
-        raise ValueError(f"model.tokenizers has {unused} but data.modalities {want} does not; drop them from the model")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     specs = prepare_world(recipe.data, progress)
     sets = {split: MemorySet(spec, want, content_key, progress=progress) for split, spec in specs.items()}
     _vocab(recipe, sets["train"])

@@ -14,15 +14,17 @@ from typing import Any
 
 import torch
 import yaml
-from tokenizers import Tokenizer
 
-from sensorium.core.config import _merge, apply_overrides, reject_unknown
+from sensorium.core.config import checked
+from sensorium.core.device import check_device
+from sensorium.core.lock import run_lock
 from sensorium.eval.plots import loss_curve
 from sensorium.eval.vlm import evaluate_data
 from sensorium.interop import load_pretrained
 from sensorium.models.template import ChatTemplate, ChatTokenizer, extend_tokenizer, train_tokenizer
-from sensorium.models.vlm import MediaConfig, VisionLanguageModel, VLMConfig
+from sensorium.models.vlm import VisionLanguageModel, VLMConfig
 from sensorium.nn.lora import apply_lora, merge_lora
+from sensorium.nn.tokenizers import read_tokenizer
 from sensorium.train.trainer import TrainConfig, Trainer
 from sensorium.train.vlm_data import (
     DataConfig,
@@ -45,67 +47,43 @@ class StageConfig:
 
     name: str = "vqa"
     data: str = "vqa"
-    train: list[str] = field(default_factory=lambda: ["projectors", "lm"])  # of PARTS
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    time_budget_s: float = 0.0  # > 0: fit the step count to this budget after a short calibration
+    train: list[str] = checked(default_factory=lambda: ["projectors", "lm"], choices=PARTS)
+    lora_rank: int = checked(8, min=1)
+    lora_alpha: float = checked(16.0, gt=0)
+    time_budget_s: float = checked(0.0, min=0)  # > 0: fit the step count to this budget after a short calibration
     optim: TrainConfig = field(default_factory=lambda: TrainConfig(steps=500, lr=1e-3, weight_decay=0.05, warmup=50,
                                                                    batch_size=32, eval_every=250, ckpt_every=500))
 
 
 @dataclass
 class VLMRecipe:
-    """A whole recipe: model, named datasets, stages, tokenizer size, device and evaluation size."""
+    """A whole recipe: model, named datasets, stages, tokenizer size, device and evaluation size. A recipe's `data`
+    (and `model.media`) replace the defaults whole; each entry starts from DataConfig's (MediaConfig's) defaults."""
 
     model: VLMConfig = field(default_factory=VLMConfig)
-    data: dict[str, DataConfig] = field(default_factory=lambda: {"vqa": DataConfig()})
+    data: dict[str, DataConfig] = checked(default_factory=lambda: {"vqa": DataConfig()}, replace=True)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
-    vocab_size: int = 512
+    vocab_size: int = checked(512, min=1)
     template: ChatTemplate = field(default_factory=ChatTemplate)
     device: str = "cpu"
     bf16: bool = False  # bf16 autocast for training on CUDA
-    eval_n: int = 0  # questions (vqa) or images (caption) evaluated per dataset; 0 = the whole val split
+    eval_n: int = checked(0, min=0)  # questions (vqa) or images (caption) evaluated per dataset; 0 = the whole val split
     evaluate: list[str] = field(default_factory=list)  # datasets evaluated after training ([] = all of them)
     eval_splits: list[str] = field(default_factory=lambda: ["val"])  # e.g. [val, test]: test is never trained on
-    eval_batch: int = 64
+    eval_batch: int = checked(64, min=1)
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VLMRecipe":
-        """Nested dicts (YAML) -> recipe, with errors naming unknown keys."""
-        data = dict(data)
-        reject_unknown(cls, data, "recipe")
-        if "model" in data:
-            data["model"] = VLMConfig.from_dict(data["model"])
-        if "data" in data:
-            data["data"] = {k: DataConfig(**v) for k, v in data["data"].items()}
-        if "stages" in data:
-            data["stages"] = [StageConfig(**{**s, "optim": TrainConfig(**s.get("optim", {}))}) for s in data["stages"]]
-        if "template" in data:
-            data["template"] = ChatTemplate(**data["template"])
-        return cls(**data)
-
-
-def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> VLMRecipe:
-    """Defaults, then a YAML recipe (its `data`, `stages` and `model.media` replace the defaults whole), then
-    dotted overrides (`stages.0.optim.steps=100`)."""
-
-    data = asdict(VLMRecipe())
-    if path:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if "data" in loaded:  # every field present, so overrides can reach the defaults too
-            data["data"] = {k: {**asdict(DataConfig()), **(v or {})} for k, v in loaded.pop("data").items()}
-        if "stages" in loaded:
-            defaults = asdict(StageConfig())
-            data["stages"] = [{**defaults, **s, "optim": {**defaults["optim"], **s.get("optim", {})}}
-                              for s in loaded.pop("stages")]
-        if "media" in loaded.get("model", {}):
-            media = asdict(MediaConfig())
-            data["model"]["media"] = {k: {**media, **v, "projector": {**media["projector"], **v.get("projector", {})}}
-                                      for k, v in loaded["model"].pop("media").items()}
-        _merge(data, loaded, str(path))
-    apply_overrides(data, list(overrides))
-    return VLMRecipe.from_dict(data)
+    def validate(self) -> None:
+        """Called by the config loader: stages and evaluation name datasets the recipe defines."""
+        if not self.stages:
+            raise ValueError("stages is empty; a recipe trains at least one stage")
+        for i, stage in enumerate(self.stages):
+            if stage.data not in self.data:
+                raise ValueError(f"stages.{i}.data = {stage.data!r}: not a dataset of the recipe "
+                                 f"(data has {', '.join(self.data)})")
+        for name in self.evaluate:
+            if name not in self.data:
+                raise ValueError(f"evaluate: {name!r} is not a dataset of the recipe (data has {', '.join(self.data)})")
 
 
 class TimeUp(RuntimeError):
@@ -180,7 +158,7 @@ def build_tokenizer(recipe: VLMRecipe, data: dict[str, Prepared], run_dir: Path)
         path = Path(recipe.model.decoder_path) / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the pretrained decoder has no tokenizer.json")
-        base = extend_tokenizer(Tokenizer.from_file(str(path)), recipe.template, modalities)
+        base = extend_tokenizer(read_tokenizer(path), recipe.template, modalities)
     else:
         texts = [t for p in data.values() for t in corpus(p.train, p.config)]
         base = train_tokenizer(texts, recipe.vocab_size, recipe.template, modalities)
@@ -278,10 +256,14 @@ def held_out(prepared: Prepared, split: str, model: VisionLanguageModel, recipe:
 
 def run_recipe(recipe: VLMRecipe, run_dir: str | Path, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Data -> tokenizer -> model -> every stage in order (the model saved to run_dir/model after each) ->
-    evaluation (run_dir/eval.json) and a loss curve (run_dir/loss.png). Returns the evaluation report."""
+    evaluation (run_dir/eval.json) and a loss curve (run_dir/loss.png). Returns the evaluation report. Holds the
+    run directory's lock: a second writer is refused."""
+    check_device(recipe.device)
+    with run_lock(run_dir):
+        return _run_recipe(recipe, Path(run_dir), progress, evaluate)
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _run_recipe(recipe: VLMRecipe, run_dir: Path, progress: bool, evaluate: bool) -> dict[str, Any]:
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
     data = prepare_data(recipe, list(dict.fromkeys(s.data for s in recipe.stages)))
     tokenizer = build_tokenizer(recipe, data, run_dir)

@@ -18,7 +18,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from sensorium.core.config import checked, from_dict
+from sensorium.core.files import CheckpointError, read_safetensors, save_safetensors
 from sensorium.core.progress import progress_bar
+from sensorium.data.features import weights_digest
 from sensorium.data.shards import SkipLog, iter_samples
 from sensorium.data.world import WorldConfig, make_sample
 from sensorium.encoders.base import Tower
@@ -32,16 +35,22 @@ log = logging.getLogger(__name__)
 class DataConfig:
     """Where samples come from and which task they become."""
 
-    source: str = "world"  # world (generated in memory) | shards (folder with train/ val/ test/ shards)
+    source: str = checked("world", choices=("world", "shards"))  # world (generated in memory) | shards (a folder)
     path: str = ""  # shards: the folder
-    task: str = "vqa"  # vqa (multi-turn QA, world only) | caption
-    n_train: int = 2000  # world: scenes; shards: at most this many samples (0 = all)
-    n_val: int = 300
+    task: str = checked("vqa", choices=("vqa", "caption"))  # vqa (multi-turn QA, world only) | caption
+    n_train: int = checked(2000, min=0)  # world: scenes; shards: at most this many samples (0 = all)
+    n_val: int = checked(300, min=0)
     world: dict[str, Any] = field(default_factory=dict)  # WorldConfig fields (image_size, qa_per_type, ...)
-    turns: int = 6  # vqa: question-answer turns per conversation
+    turns: int = checked(6, min=1)  # vqa: question-answer turns per conversation
     prompt: str = "Describe the picture."  # caption: the user's request
-    workers: int = 1  # world generation processes
+    workers: int = checked(1, min=1)  # world generation processes
     cache_dir: str = ""  # world: keep generated splits here (safetensors + JSON), shared by runs of one recipe
+
+    def validate(self) -> None:
+        """Called by the config loader: `world` holds WorldConfig fields; shards need a path."""
+        from_dict(WorldConfig, self.world, "world")
+        if self.source == "shards" and not self.path:
+            raise ValueError("source: shards needs path: the folder holding train/ and val/ shards")
 
 
 @dataclass
@@ -65,7 +74,7 @@ def _world_item(index: int, split: str, seed: int, config: Any) -> tuple[np.ndar
 
 def world_samples(n: int, split: str, seed: int, world: dict[str, Any], workers: int = 1) -> Samples:
     """n World scenes of `split` (image, caption, QA), generated in memory; identical for any `workers`."""
-    job = partial(_world_item, split=split, seed=seed, config=WorldConfig(**world))
+    job = partial(_world_item, split=split, seed=seed, config=from_dict(WorldConfig, world, "world"))
     if workers > 1:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
@@ -101,6 +110,20 @@ def cached_world_samples(folder: Path, n: int, split: str, seed: int, world: dic
     tmp.write_text(json.dumps({"captions": samples.captions, "qa": samples.qa, "keys": samples.keys}))
     os.replace(tmp, meta)
     return samples
+
+
+def images_digest(images: Any) -> str:
+    """SHA-256 of a split's images (a uint8 tensor, or PIL images' pixels), so cached tower tokens are keyed by
+    the pictures they came from, not by where they were read."""
+    h = hashlib.sha256()
+    if isinstance(images, torch.Tensor):
+        h.update(str(tuple(images.shape)).encode())
+        h.update(images.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        for image in images:
+            h.update(f"{getattr(image, 'mode', '')}{getattr(image, 'size', '')}".encode())
+            h.update(image.tobytes() if hasattr(image, "tobytes") else repr(image).encode())
+    return h.hexdigest()[:16]
 
 
 def shard_samples(path: str | Path, limit: int = 0) -> Samples:
@@ -185,12 +208,19 @@ class MediaStore:
     def _encode(self, images: Any, batch_size: int, device: Any, cache_dir: Path | None, tag: str) -> TowerTokens:
         path = None
         if cache_dir is not None:
-            key = hashlib.sha1(json.dumps([tag, self.tower.describe(), getattr(self.tower, "token_grid", None)],
+            key = hashlib.sha1(json.dumps([tag, self.tower.describe(), getattr(self.tower, "token_grid", None),
+                                           images_digest(images), weights_digest(self.tower)],
                                           sort_keys=True, default=str).encode()).hexdigest()[:16]
             path = cache_dir / f"tokens-{self.tower.name}-{key}.safetensors"
             if path.is_file():
-                data = load_file(str(path))
-                return TowerTokens(data["tokens"], data["mask"].bool())
+                try:
+                    data = read_safetensors(path)
+                    if data["tokens"].shape[0] == len(images):
+                        return TowerTokens(data["tokens"], data["mask"].bool())
+                    log.warning("%s: %d rows for %d images; encoding them again", path, data["tokens"].shape[0],
+                                len(images))
+                except (CheckpointError, KeyError) as exc:
+                    log.warning("%s is damaged (%s); encoding the images again", path, exc)
         self.tower.eval().to(device)
         chunks, masks = [], []
         for start in progress_bar(range(0, len(images), batch_size), desc=f"{self.tower.name} tokens", unit="batch"):
@@ -202,7 +232,7 @@ class MediaStore:
         tokens = TowerTokens(torch.cat(chunks), torch.cat(masks))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"tokens": tokens.tokens.contiguous(), "mask": tokens.mask.to(torch.uint8)}, str(path))
+            save_safetensors({"tokens": tokens.tokens.contiguous(), "mask": tokens.mask.to(torch.uint8)}, path)
         return tokens
 
     def to(self, device: str | torch.device) -> "MediaStore":

@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sensorium.core.config import checked
+from sensorium.core.lock import run_lock
 from sensorium.core.progress import progress_bar
 from sensorium.data.batches import seeded_rows
+from sensorium.objectives import LOSSES
 from sensorium.objectives.multimodal import MultiModalObjective
-from sensorium.objectives.symile import pairwise_scores, symile_scores
+from sensorium.objectives.symile import NEGATIVE_SAMPLING, pairwise_scores, symile_scores
 from sensorium.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -31,13 +34,13 @@ NAMES = ("a", "b", "c")
 class XorConfig:
     """The sweep: data size, encoder width, optimisation (the paper's settings by default), p_hat grid, losses."""
 
-    d_v: int = 5
-    d_r: int = 16
-    n_train: int = 10_000
-    n_test: int = 5_000
-    p_hats: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
-    losses: list[str] = field(default_factory=lambda: ["clip", "symile"])
-    negative_sampling: str = "n"
+    d_v: int = checked(5, min=1)
+    d_r: int = checked(16, min=1)
+    n_train: int = checked(10_000, min=1)
+    n_test: int = checked(5_000, min=1)
+    p_hats: list[float] = checked(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)], min=0, max=1)
+    losses: list[str] = checked(default_factory=lambda: ["clip", "symile"], choices=lambda: list(LOSSES))
+    negative_sampling: str = checked("n", choices=NEGATIVE_SAMPLING)
     logit_scale_init: float = -0.3
     seeds: list[int] = field(default_factory=lambda: [0])
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -118,7 +121,13 @@ def train_one(config: XorConfig, p_hat: float, loss: str, seed: int, run_dir: st
 
 
 def run_xor(config: XorConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """The whole sweep: accuracy of retrieving b from (a, c) against p_hat, per objective (mean over seeds)."""
+    """The whole sweep: accuracy of retrieving b from (a, c) against p_hat, per objective (mean over seeds),
+    holding the run directory's lock (a second writer is refused)."""
+    with run_lock(run_dir):
+        return _run_xor(config, run_dir, progress)
+
+
+def _run_xor(config: XorConfig, run_dir: str | Path, progress: bool) -> dict[str, Any]:
     runs = []
     grid = [(p, loss, s) for p in config.p_hats for loss in config.losses for s in config.seeds]
     for p_hat, loss, seed in progress_bar(grid, desc="symile-xor", unit="run", disable=not progress):
