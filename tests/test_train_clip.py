@@ -150,10 +150,38 @@ def test_resume_after_a_kill_is_bit_exact(world, tmp_path, workers):
                                     f"data.workers={workers}"]), tmp_path / "again", progress=False)
 
 
+def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes_exactly(world, tmp_path):
+    """A real `sensorium train clip` process gets SIGINT mid-run: it checkpoints the step it is at, exits 130 naming
+    the checkpoint, and the same command finishes with the losses and weights of an uninterrupted run."""
+    import signal
+    import time
+
+    overrides = [f"data.train={world['small']}", "train.steps=150", "train.batch_size=8", "train.log_every=1",
+                 "train.ckpt_every=1000", "tokenizer.kind=bytes"]
+    command = [sys.executable, "-m", "sensorium", "-q", "train", "clip", str(tmp_path / "run"), "--config", TINY,
+               *overrides]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_run_env())
+    metrics, deadline = tmp_path / "run" / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    stopped = len(_losses(tmp_path / "run"))
+    assert f"stopped by SIGINT at step {stopped}" in err and 5 <= stopped < 150
+    assert (tmp_path / "run" / "checkpoints" / "clip" / f"step-{stopped:07d}").is_dir()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_run_env(), check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_clip(load_recipe(TINY, overrides), tmp_path / "whole", progress=False)
+    assert _losses(tmp_path / "run") == _losses(tmp_path / "whole")
+    a, b = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("run", "whole"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _torchrun(run: Path, *overrides: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "sensorium",
            "-q", "train", "clip", str(run), "--config", TINY, *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_run_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_run_env(), check=False)
 
 
 @pytest.mark.parametrize("strategy", ["fsdp", pytest.param("ddp", marks=pytest.mark.slow)])
