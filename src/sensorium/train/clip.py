@@ -364,8 +364,9 @@ def _train(recipe: ClipRecipe, run: Path, rank: int, world: int, device: torch.d
             if signum:
                 bar.close()
                 name = stop.name or f"signal {signum}"
-                raise TrainingInterrupted(f"train clip: stopped by {name} at step {i}; checkpoint {ckpt.latest()} "
-                                          f"saved; run the same command again to resume", signum)
+                raise TrainingInterrupted(f"train clip: stopped by {name} at step {i}; checkpoint "
+                                          f"{ckpt.directory / f'step-{i:07d}'} saved; run the same command again "
+                                          f"to resume", signum)
             if stopping and i < t.steps:
                 summary["status"] = "stopped"
                 summary["reason"] = f"train.time_budget_s={t.time_budget_s:g} reached at step {i} of {t.steps}; " \
