@@ -240,6 +240,13 @@ def set_lr(optimizer: torch.optim.Optimizer, value: float) -> None:
             group["lr"] = value
 
 
+def _lr_as(optimizer: torch.optim.Optimizer, device: torch.device | None) -> None:
+    """Every group's learning rate as a float (`device` None) or as a tensor on `device` (the step graph's)."""
+    for group in optimizer.param_groups:
+        value = float(group["lr"])
+        group["lr"] = value if device is None else torch.tensor(value, dtype=torch.float32, device=device)
+
+
 def build_feed(recipe: ClipRecipe, cfg: DualEncoderConfig, device: torch.device | str, tokenizer: Any | None = None,
                state: dict[str, Any] | None = None) -> ShardFeed:
     """The shard feed of `data.train` for a model of `cfg` (captions through `tokenizer`; byte tokens without)."""
@@ -311,11 +318,12 @@ def _train(recipe: ClipRecipe, run: Path, rank: int, world: int, device: torch.d
         tokenizer = _prepare_run(recipe, run, rank, ckpt.any())
         model = build_model(recipe, device, tokenizer)
         step = build_step(recipe, model, (lambda p: wrap(p, recipe.strategy, device)) if dist.is_initialized() else None)
+        # torch's state-dict loader first steps the empty optimizer with lr 0 (a CPU tensor where lr is a tensor,
+        # which a fused CUDA AdamW would refuse): floats while loading, device tensors again for the step graph
+        _lr_as(step.optimizer, None)
         resumed = ckpt.resume(model, step.optimizer, device, run / "metrics.jsonl", STAGE)
         start, elapsed_before = (resumed["step"], resumed["elapsed"]) if resumed else (0, 0.0)
-        if recipe.fast.step_graph:  # a loaded optimizer state brings host-side learning rates back
-            for group in step.optimizer.param_groups:
-                group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=device).clone()
+        _lr_as(step.optimizer, device if recipe.fast.step_graph else None)
         feed = build_feed(recipe, model.cfg, device, tokenizer, resumed["data"][rank] if resumed else None)
         val = ValidationSet(recipe.data.val, recipe.data.val_samples, tokenizer, model.cfg) if recipe.data.val else None
         schedule = TrainConfig(steps=t.steps, lr=t.lr, warmup=t.warmup)
