@@ -2,7 +2,10 @@
 dimensions against open_clip itself, in one run on one device: same batch, bf16 autocast, fused AdamW,
 synthetic data. Training rows report samples/s, MFU (FLOPs of one forward+backward counted by
 torch.utils.flop_counter on the eager model, over --peak-flops) and peak memory; embedding rows images/s
-and texts/s.
+and texts/s. Sensorium's training rows are `sensorium train clip`'s own code: the model's configs/clip recipe,
+its FastConfig set to the row's variant, then train/clip.py's build_model / build_step / build_feed (the feed with
+the recipe's byte-level tokenizer) - what `run_clip` trains with; the bench only times the steps. The fastest
+variant's options are those of configs/clip/ViT-B-16-fast.yaml.
 
     pip install --no-deps -q --target /tmp/ocw .carry/wheels/*.whl   # open_clip: not a Sensorium dependency
     PYTHONPATH=src:/tmp/ocw timeout -k 10 -s INT 265 python3 bench/train_throughput.py --out OUT --time-budget-s 230
@@ -15,7 +18,6 @@ skipped, one that fails is recorded with its error. OUT/train_throughput.json is
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import sys
@@ -27,21 +29,39 @@ from typing import Any, Callable
 
 import torch
 import torch._inductor.config as inductor_config
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _open_clip import import_open_clip  # noqa: E402
 from sensorium.models.dual_encoder import DualEncoder  # noqa: E402
-from sensorium.train.fast import (MODEL_CFGS, ContrastiveStep, FastConfig, accelerate,  # noqa: E402
-                                  clip_config, count_flops, sync, synthetic_batch, time_steps)
+from sensorium.train.clip import (  # noqa: E402
+    ClipRecipe,
+    build_feed,
+    build_model,
+    build_step,
+    build_tokenizer,
+    load_recipe,
+)
+from sensorium.train.clip_models import model_cfg, recipe_path  # noqa: E402
+from sensorium.train.fast import (  # noqa: E402
+    ContrastiveStep,
+    FastConfig,
+    accelerate,
+    clip_config,
+    count_flops,
+    sync,
+    synthetic_batch,
+    time_steps,
+)
 from sensorium.train.shard_feed import ShardFeed  # noqa: E402
 from sensorium.train.trainer import TrainConfig, make_optimizer  # noqa: E402
 from shard_feed import jpeg_shards, world_shards  # noqa: E402
 
 H100_BF16_DENSE = 989e12
 # the fastest step: each tower compiled, quack MLP, cuDNN/FA4 attention, the text tower on its own stream, one graph
-STEP_GRAPH = {"compile": "towers", "mlp_kernel": "quack", "attention": "cudnn+fa4", "step_graph": True,
-              "tower_streams": True}
+# (the fast section of configs/clip/ViT-B-16-fast.yaml, the recipe `sensorium train clip` runs it from)
+STEP_GRAPH = dict(yaml.safe_load(recipe_path("ViT-B-16-fast").read_text())["fast"])
 VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<variant>+shards" feeds it from shards
     "eager": {"compile": "none"}, "compile": {"compile": "blocks"}, "compile-model": {"compile": "model"},
     "compile-model+epilogue-mlp": {"compile": "model", "mlp_kernel": "cublaslt"},
@@ -129,7 +149,24 @@ class Context:
 
 def _open_clip_model(ctx: Context, model: str) -> torch.nn.Module:
     with ctx.device:  # initialise on the device: seconds saved per row at ViT-B size
-        return ctx.open_clip.model.CLIP(**copy.deepcopy(MODEL_CFGS[model])).to(ctx.device)
+        return ctx.open_clip.model.CLIP(**model_cfg(model)).to(ctx.device)
+
+
+def row_recipe(row: Row, ctx: Context, fast: dict[str, Any], towers: dict[str, Any]) -> ClipRecipe:
+    """The `sensorium train clip` recipe of a Sensorium training row: the model's configs/clip file with the
+    bench's batch, the row's FastConfig (and tower options), the shards and loader settings, byte-level tokens."""
+    args = ctx.args
+    recipe = load_recipe(recipe_path(row.model), [])
+    unknown = set(towers) - {"prune_last_block"}
+    if unknown:
+        raise ValueError(f"tower options {sorted(unknown)}: the recipe sets only prune_last_block")
+    recipe.prune_last_block = towers.get("prune_last_block", True)
+    recipe.fast = FastConfig(**fast, compile_backend=args.compile_backend, bf16=not args.no_amp)
+    recipe.train.batch_size, recipe.tokenizer.kind = args.batch_size, "bytes"
+    recipe.data.train = str(ctx.shards) if ctx.shards is not None else ""
+    recipe.data.workers, recipe.data.pin = args.loader_workers, args.loader_pin == "on"
+    recipe.data.thread = args.loader_thread == "on"
+    return recipe
 
 
 def _sensorium_model(ctx: Context, cfg) -> DualEncoder:
@@ -161,33 +198,33 @@ def reset_peak(device: torch.device) -> None:
 def train_row(row: Row, ctx: Context) -> dict[str, Any]:
     """Samples/s, MFU and peak memory of full training steps (forward, loss, backward, fused AdamW)."""
     args, dev = ctx.args, ctx.device
-    cfg = clip_config(row.model)
-    pixels, ids = synthetic_batch(cfg, args.batch_size, dev)
     real = row.variant.endswith(SHARDS)
     fast = dict(VARIANTS[row.variant.removesuffix(SHARDS)])
     inductor = fast.pop("inductor", {})
     towers = fast.pop("towers", {})
-    for tower in (cfg.vision, cfg.text):
-        for key, value in towers.items():
-            setattr(tower, key, value)
     extra: dict[str, Any] = {"inductor": inductor} if inductor else {}
     extra.update({"tower_config": towers} if towers else {})
     if fast.get("step_graph") and dev.type != "cuda":  # the CPU plumbing run (--tiny): a CUDA graph needs CUDA
         fast["step_graph"] = False
         extra["note"] = "step_graph off: no CUDA device"
+    if row.impl == "sensorium":  # sensorium train clip's recipe, model, step and feed
+        recipe = row_recipe(row, ctx, fast, towers)
+        tokenizer = build_tokenizer(recipe)
+        model = build_model(recipe, dev, tokenizer)
+        cfg = model.cfg
+    else:
+        cfg = clip_config(row.model)
+    pixels, ids = synthetic_batch(cfg, args.batch_size, dev)
     if real:
-        feed = ShardFeed(ctx.shards, cfg, args.batch_size, dev, workers=args.loader_workers,
-                         pin=args.loader_pin == "on", thread=args.loader_thread == "on")
+        feed = build_feed(recipe, cfg, dev, tokenizer)
         extra.update(loader_rate(feed, args.batch_size, dev, args.target_s))
     if row.impl == "sensorium":
-        model = _sensorium_model(ctx, cfg)
-        eager = ContrastiveStep(model, FastConfig(bf16=not args.no_amp))
+        eager = ContrastiveStep(model, FastConfig(bf16=not args.no_amp))  # FLOPs of the eager step (measuring only)
         flops = count_flops(lambda: eager.forward_loss(pixels, ids).backward())
         model.zero_grad(set_to_none=True)
         del eager
         reset_peak(dev)
-        step = ContrastiveStep(model, FastConfig(**fast, compile_backend=args.compile_backend,
-                                                 bf16=not args.no_amp))
+        step = build_step(recipe, model)
         run = (lambda: step(*next(feed))) if real else (lambda: step(pixels, ids))  # noqa: E731
     else:
         if row.variant not in ("eager", "compile"):  # open_clip's own option: torch.compile of the model
@@ -242,7 +279,7 @@ def loader_rate(feed: ShardFeed, batch: int, device: torch.device, seconds: floa
 
 def feed_source(feed: ShardFeed) -> str:
     """Where a feed reads from (for the JSON): its folder and unit count."""
-    units = feed.loader.dataset.source.units()
+    units = feed.dataset.source.units()
     return f"{Path(units[0]).parent} ({len(units)} shards)" if units else "no shards"
 
 

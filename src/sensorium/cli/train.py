@@ -1,11 +1,23 @@
-"""`sensorium train symile-xor RUN` (Symile's XOR experiment) and `sensorium train unified RUN` (a unified
-encoder trained from scratch on Sensorium World): YAML recipes with dotted overrides."""
+"""`sensorium train clip RUN` (a CLIP-style dual encoder from WebDataset shards, one process or under torchrun),
+`sensorium train symile-xor RUN` (Symile's XOR experiment) and `sensorium train unified RUN` (a unified encoder
+trained from scratch on Sensorium World): YAML recipes with dotted overrides."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
+
+
+def _clip(args: argparse.Namespace) -> int:
+    from sensorium.train.clip import load_recipe, run_clip
+
+    recipe = load_recipe(args.config, args.overrides)
+    summary = run_clip(recipe, args.run, progress=not args.quiet)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary, indent=1))
+    return 0
 
 
 def _symile_xor(args: argparse.Namespace) -> int:
@@ -34,7 +46,13 @@ def _unified(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    """Add `train symile-xor` and `train unified`."""
+    """Add `train clip`, `train symile-xor` and `train unified`."""
+    p = commands.add("clip", _clip, "train a CLIP-style dual encoder from WebDataset shards (png|jpg + txt); resumes "
+                     "from RUN's newest checkpoint; under torchrun with strategy=ddp|fsdp", group="train",
+                     overrides=True, example="data.train='shards/{000..099}.tar' train.steps=1000")
+    p.add_argument("run", help="run directory (recipe, tokenizer, checkpoints, metrics, loss curve, model/)")
+    p.add_argument("--config", default=None, help="YAML recipe: configs/clip/ViT-B-32.yaml, ViT-B-16.yaml, "
+                   "ViT-L-14.yaml, ViT-B-16-fast.yaml (one GPU, fastest step), tiny.yaml (CPU)")
     for name, func, text in (("symile-xor", _symile_xor, "reproduce Symile's binary XOR result (CLIP vs Symile)"),
                              ("unified", _unified, "train a unified encoder from scratch on Sensorium World")):
         p = commands.add(name, func, text, group="train", overrides=True, example="train.steps=100 seeds=[0,1]")

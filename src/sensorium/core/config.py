@@ -287,7 +287,7 @@ def _walk(cls: type, data: dict[str, Any], keys: list[str], item: str) -> tuple[
                                   f"not an index of it (0..{len(node) - 1})")
             key, target_hint, meta = int(key), inner, {}
         elif kind == "dict" or (hint is Any and isinstance(node, dict)):
-            target_hint, meta = inner, {}
+            target_hint, meta = (inner if kind == "dict" else Any), {}  # below an Any mapping: Any, not None
         else:
             raise ConfigError(f"{where}: {where.path} = {node!r} is a value, not a section with keys")
         where = where.child(key)

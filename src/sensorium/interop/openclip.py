@@ -183,9 +183,16 @@ def load_openclip(root: Path, allow_pickle: bool = False) -> Pretrained:
                                                                                "preprocess_cfg": pre})
 
 
+def is_clip_bpe(tokenizer: Any) -> bool:
+    """Whether a `tokenizers.Tokenizer` is CLIP's BPE (open_clip's SimpleTokenizer tokenizes the same)."""
+    return tokenizer.token_to_id("<|startoftext|>") == 49406 and tokenizer.token_to_id("<|endoftext|>") == 49407
+
+
 def export_openclip(p: Pretrained, out: Path) -> None:
     """Write a DualEncoder as an open_clip directory (CustomTextCLIP layout, which open_clip loads with
-    `create_model('local-dir:...')`)."""
+    `create_model('local-dir:...')`). A tokenizer other than CLIP's BPE is saved as tokenizer.json and named in
+    text_cfg.hf_tokenizer_name (this directory's absolute path), so `open_clip.get_tokenizer('local-dir:...')`
+    loads it with transformers' AutoTokenizer; point it at a hub id when the directory is uploaded."""
     model: DualEncoder = p.model
     model_cfg = openclip_model_cfg(model.cfg)
     linear = model.cfg.text.proj_bias
@@ -197,9 +204,12 @@ def export_openclip(p: Pretrained, out: Path) -> None:
     pre = {"size": model.cfg.vision.image_size, "mean": list(image.mean), "std": list(image.std),
            "interpolation": "bilinear" if image.resample == 2 else "bicubic",
            "resize_mode": "shortest" if image.crop else "squash"}
+    if p.text is not None and is_clip_bpe(p.text.tokenizer):
+        p.text.save(out, "CLIPTokenizer")  # open_clip's own default tokenizer
+    elif p.text is not None:  # any other tokenizer: open_clip reads it from this directory through transformers
+        model_cfg["text_cfg"]["hf_tokenizer_name"] = str(out.resolve())
+        p.text.save(out, "PreTrainedTokenizerFast")
     write_json(out / "open_clip_config.json", {"model_cfg": model_cfg, "preprocess_cfg": pre})
-    if p.text is not None:
-        p.text.save(out, "CLIPTokenizer")
 
 
 register_family(Family("open_clip", detect=lambda root: (root / "open_clip_config.json").is_file(),

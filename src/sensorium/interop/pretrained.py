@@ -74,7 +74,8 @@ def detect_family(path: str | Path) -> Family:
         cfg = read_json(root / "config.json")
         raise CheckpointError(f"{root / 'config.json'}: unknown architecture (model_type={cfg.get('model_type')!r}, "
                               f"architectures={cfg.get('architectures')}); supported families: {', '.join(FAMILIES)}")
-    raise CheckpointError(f"{root}: no config.json (HF layout) or open_clip_config.json (open_clip layout)")
+    raise CheckpointError(f"{root}: no config.json (HF or Sensorium layout) or open_clip_config.json (open_clip "
+                          f"layout)")
 
 
 def load_pretrained(path: str | Path, allow_pickle: bool = False) -> Pretrained:

@@ -54,11 +54,17 @@ def env_world() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def init(timeout_s: float = 600.0) -> tuple[int, int, torch.device]:
+def init(timeout_s: float = 600.0, use: str = "auto") -> tuple[int, int, torch.device]:
     """Join the process group (NCCL on CUDA, gloo on CPU) with `timeout_s` on rendezvous and collectives;
-    returns (rank, world size, device). Without torchrun's environment: (0, 1, device), no group."""
+    returns (rank, world size, device). Without torchrun's environment: (0, 1, device), no group. `use`:
+    auto (this rank's GPU if there is one), cuda or cpu."""
     rank, world, local = env_world()
-    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if use not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device={use!r}; expected auto, cuda or cpu")
+    if use == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA GPU is available here; use device=auto or cpu")
+    gpu = use != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", local) if gpu else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if "MASTER_ADDR" not in os.environ or dist.is_initialized():

@@ -1,7 +1,7 @@
 """Fast contrastive training of a dual encoder on one GPU or many.
 
-- `clip_config(name)`: Sensorium's DualEncoder at open_clip's model dimensions (ViT-B-16, ViT-B-32, ViT-L-14,
-  tiny).
+- `clip_config(name)` (train/clip_models.py, re-exported): Sensorium's DualEncoder at the dimensions of a
+  configs/clip file (open_clip's ViT-B-16, ViT-B-32, ViT-L-14; tiny).
 - `accelerate(module, cfg)`: an in-place patch (state-dict keys unchanged) that runs every transformer
   Block through one `torch.compile`d function (regional compilation: one graph per block shape, reused by
   all layers), with activation checkpointing and a bf16 residual stream under autocast; or compiles the
@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,42 +32,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint as _checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
-from sensorium.interop.openclip import openclip_config
 from sensorium.models.dual_encoder import DualEncoder, DualEncoderConfig
 from sensorium.nn import MLP, Attention, Block
 from sensorium.nn.flash_qkv import fa4_available, flash_attention_qkv
 from sensorium.nn.fused_mlp import KERNELS, gelu_mlp, quack_available, reserve_workspace
 from sensorium.nn.transformer import ACTIVATIONS
 from sensorium.objectives import LOSSES, build_loss
+from sensorium.train.clip_models import clip_config  # noqa: F401 (re-exported)
 from sensorium.train.memory_advice import OutOfMemoryAdvice, memory_advice  # noqa: F401 (OutOfMemoryAdvice re-exported)
 from sensorium.train.step_graph import StepGraph
 from sensorium.train.trainer import TrainConfig, make_optimizer
-
-# open_clip's model configs (open_clip/model_configs/<name>.json, v3.3.0) plus a tiny one for CPU tests.
-MODEL_CFGS: dict[str, dict[str, Any]] = {
-    "ViT-B-16": {"embed_dim": 512,
-                 "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
-                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}},
-    "ViT-B-32": {"embed_dim": 512,
-                 "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
-                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}},
-    "ViT-L-14": {"embed_dim": 768,
-                 "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14},
-                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12}},
-    "tiny": {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-             "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 2}},
-}
-
-
-def clip_config(name: str) -> DualEncoderConfig:
-    """DualEncoderConfig with the dimensions of open_clip model `name` (see MODEL_CFGS), fused QKV."""
-    if name not in MODEL_CFGS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_CFGS)}")
-    cfg = openclip_config(copy.deepcopy(MODEL_CFGS[name]), name)
-    cfg.vision.transformer.fused_qkv = cfg.text.transformer.fused_qkv = True
-    return cfg
-
 
 COMPILE_SCOPES = ("none", "blocks", "towers", "model", "step")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
