@@ -80,7 +80,12 @@ VARIANTS: dict[str, dict[str, Any]] = {  # variant -> FastConfig fields; "<varia
     # "towers": fields set in both towers' configs (here: the last block in full, as before it was pruned)
     "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+full-last-block": {
         **STEP_GRAPH, "towers": {"prune_last_block": False}},
-    "compile+checkpoint": {"compile": "blocks", "checkpoint": True}}
+    "compile+checkpoint": {"compile": "blocks", "checkpoint": True},
+    # the fastest step with a default install (no optional kernel packages): each tower compiled, the text tower on a
+    # second stream, the whole step one CUDA graph; GELU in PyTorch ops or in cuBLASLt GEMM epilogues
+    "default:compile-towers+step-graph+streams": {"compile": "towers", "step_graph": True, "tower_streams": True},
+    "default:compile-towers+epilogue-mlp+step-graph+streams": {"compile": "towers", "step_graph": True,
+                                                               "tower_streams": True, "mlp_kernel": "cublaslt"}}
 SHARDS = "+shards"
 
 
@@ -122,7 +127,9 @@ def plan(models: list[str], shards: str | None = None) -> list[Row]:
              Row("train", "sensorium", first, "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams", 75),
              Row("train", "sensorium", first, "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+cdt", 150),
              Row("train", "sensorium", first, "compile-towers+quack-mlp+cudnn-fa4+step-graph+streams+full-last-block",
-                 75)]
+                 75),
+             Row("train", "sensorium", first, "default:compile-towers+step-graph+streams", 75),
+             Row("train", "sensorium", first, "default:compile-towers+epilogue-mlp+step-graph+streams", 75)]
     if shards:  # real data right after the synthetic row it is compared with
         at = next(i for i, r in enumerate(rows) if r.variant == shards and r.impl == "sensorium") + 1
         rows.insert(at, Row("train", "sensorium", first, shards + SHARDS, 90))

@@ -173,7 +173,7 @@ def test_throughput_bench_tiny_runs_every_row(tmp_path):
     doc = _bench("--out", str(tmp_path), "--world-shards", "48")
     assert doc["status"] == "done" and doc["device"]["type"] == "cpu"
     rows = {r["name"]: r for r in doc["rows"]}
-    assert len(rows) == 19  # including the epilogue-MLP (cuBLASLt, quack), FA4 and step-graph rows (math on CPU)
+    assert len(rows) == 21  # including the epilogue-MLP (cuBLASLt, quack), FA4, step-graph and default-install rows
     for name, row in rows.items():
         assert row["status"] in ("ok", "skipped"), (name, row.get("error"), row.get("traceback"))
         if row["impl"] == "sensorium":
