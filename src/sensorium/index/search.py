@@ -109,7 +109,10 @@ def query_vector(index: Index, query: Any) -> np.ndarray:
     index.model.check_modality(kind)
     if kind == "text" and (not isinstance(value, str) or not value.strip()):
         raise ItemError("query.text: empty text")
-    return index.model.embed(kind, [value])[0].numpy()
+    try:
+        return index.model.embed(kind, [value])[0].numpy()
+    except ItemError as exc:
+        raise ItemError(f"query.{kind}: {exc}") from None
 
 
 def search_vectors(index: Index, vectors: np.ndarray, k: int = 10, modality: str | None = None,
