@@ -196,7 +196,8 @@ class Index:
                     _, updated = self.meta.upsert(next_row, item.modality, item.locator, item.source, item.member,
                                                   item.title, item.text, item.meta, thumb)
                     report["updated"] += updated
-                    report["added"][modality] = report["added"].get(modality, 0) + (not updated)
+                    if not updated:
+                        report["added"][modality] = report["added"].get(modality, 0) + 1
                     next_row += 1
                 rows.append(vecs.astype(np.float32))
 
