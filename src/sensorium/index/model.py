@@ -69,16 +69,33 @@ def describe(embedder: Embedder, source: str) -> dict[str, Any]:
             "modalities": list(embedder.modalities), "fingerprint": fingerprint(embedder)}
 
 
+_LOADED: dict[tuple, Embedder] = {}
+
+
+def _stamp(source: str) -> tuple:
+    """What identifies a model directory's current files (names, sizes, mtimes), to reuse a loaded copy."""
+    root, _ = resolve(source)
+    files = [p for d in (root, root / "model") if d.is_dir() for p in d.iterdir() if p.is_file()]
+    return (source, *sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
 def load_embedder(model: str | Path | Embedder) -> tuple[Embedder, str]:
-    """(embedder, recorded source) for a model name/path or an already loaded embedder."""
+    """(embedder, recorded source) for a model name/path or an already loaded embedder. A model loaded before in
+    this process is reused while its files are unchanged (opening several indexes loads the towers once)."""
     if isinstance(model, Embedder):
         return model, getattr(model, "source", None) or model.name
+    stamp = _stamp(source_of(model))
+    if stamp in _LOADED:
+        return _LOADED[stamp], stamp[0]
     loaded = load(model)
     if not isinstance(loaded, Embedder):
         raise ValueError(f"{model}: a {loaded.kind} model cannot embed items for an index; give an embedding model "
                          "(a composer / CLIP / unified run, or 'default')")
     source = source_of(model)
     loaded.source = source  # type: ignore[attr-defined]
+    if len(_LOADED) >= 4:
+        _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[stamp] = loaded
     return loaded, source
 
 
