@@ -84,3 +84,60 @@ def chat_model(root: Path, steps: int = 80) -> Path:
         optim.step()
     model.eval().save(root)
     return root
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    import base64
+
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`sensorium serve ...` in a subprocess on 127.0.0.1, stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, *args: str, timeout: float = 180):
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        src = Path(__file__).resolve().parents[1] / "src"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"sensorium-serve-{self.port}.log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "sensorium", "serve", *args, "--port", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"sensorium serve exited ({self.proc.returncode}):\n{self.log.read()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"sensorium serve did not answer /health within {timeout}s")
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+        self.log.close()
