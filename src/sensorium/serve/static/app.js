@@ -190,7 +190,7 @@ $("chat-form").addEventListener("submit", async (ev) => {
   if (!text && !attachedImage) return;
   const content = [];
   if (attachedImage) content.push({ type: "image_url", image_url: { url: attachedImage } });
-  content.push({ type: "text", text });
+  content.push({ type: "text", text: attachedImage ? "\n" + text : text });  // "<image>\nquestion", as decoders are trained
   addMessage("user", text, attachedImage);
   chatHistory.push({ role: "user", content });
   $("chat-input").value = ""; attachedImage = null; $("attached").replaceChildren();
