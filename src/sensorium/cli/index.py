@@ -8,6 +8,8 @@ import io
 import json
 from pathlib import Path
 
+from PIL import Image
+
 
 def _print(data: dict) -> None:
     print(json.dumps(data, indent=2, default=str))
@@ -83,8 +85,6 @@ def _search(args: argparse.Namespace) -> int:
 
 def _grid(index, hits, label: str, out: str) -> None:
     """A PNG of the hits: thumbnails of image items, titles of the others."""
-    from PIL import Image
-
     from sensorium.eval.plots import hit_grid
 
     cells = []

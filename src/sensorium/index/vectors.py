@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from sensorium.core.errors import require
+
 # Measured on 2 cores (docs/serve.md, bench/serve.py): HNSW M=32, efConstruction=128 reaches recall@10 >= 0.95 at
 # efSearch 64 unfiltered; a filter keeping a third of the rows needs about twice that.
 HNSW_M = 32
@@ -25,8 +27,6 @@ EXACT_FILTER_ROWS = 8_192  # a filter keeping at most this many rows is searched
 
 def faiss_module() -> Any:
     """faiss, or a clear error saying how to install it."""
-    from sensorium.core.errors import require
-
     return require("faiss", "pip install faiss-cpu (or scripts/setup)")
 
 
