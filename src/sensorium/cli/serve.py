@@ -11,7 +11,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(args.model, index=args.index, chat=args.chat, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get("SENSORIUM_API_KEY") or None, max_body=int(args.max_body * 2**20),
-          log_level="warning" if args.quiet else "info")
+          log_level="warning" if args.quiet else "info", threads=args.threads)
     return 0
 
 
@@ -27,3 +27,5 @@ def register(commands) -> None:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 and /metrics (or set "
                    "SENSORIUM_API_KEY)")
     p.add_argument("--max-body", type=float, default=20, help="request body limit in MiB (default 20)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per request for embedding and search "
+                   "(default 1: best for concurrent requests)")

@@ -5,7 +5,8 @@ and the Python API."""
 from sensorium.index.content import ContentError, read_content
 from sensorium.index.meta import Record
 from sensorium.index.search import Hit, allowed, parse_where, query_vector, search, search_vectors
-from sensorium.index.store import Index, IndexStateError, build, is_index, set_search_threads
+from sensorium.index.store import Index, IndexStateError, build, ensure, is_index
+from sensorium.index.vectors import set_search_threads
 
-__all__ = ["ContentError", "Hit", "Index", "IndexStateError", "Record", "allowed", "build", "is_index", "parse_where",
+__all__ = ["ContentError", "Hit", "Index", "IndexStateError", "Record", "allowed", "build", "ensure", "is_index", "parse_where",
            "query_vector", "read_content", "search", "search_vectors", "set_search_threads"]

@@ -116,11 +116,12 @@ def query_vector(index: Index, query: Any) -> np.ndarray:
 
 
 def search_vectors(index: Index, vectors: np.ndarray, k: int = 10, modality: str | None = None,
-                   where: Mapping[str, str] | None = None) -> list[list[Hit]]:
-    """Top-k hits for each of several query vectors [m, dim]."""
+                   where: Mapping[str, str] | None = None, ef: int | None = None) -> list[list[Hit]]:
+    """Top-k hits for each of several query vectors [m, dim]; `ef`: HNSW beam width (default EF_SEARCH; wider is
+    slower and finds more of the true top-k)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
         raise ValueError(f"k={k!r}: must be an integer in [1, {MAX_K}]")
-    scores, rows = index.vectors.search(np.asarray(vectors, np.float32), int(k), allowed(index, modality, where))
+    scores, rows = index.vectors.search(np.asarray(vectors, np.float32), int(k), allowed(index, modality, where), ef)
     records = index.meta.by_rows(np.unique(rows[rows >= 0]))
     return [[Hit(records[r].id, float(s), records[r]) for s, r in zip(srow, rrow) if r >= 0 and r in records]
             for srow, rrow in zip(scores, rows)]

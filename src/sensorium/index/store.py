@@ -24,7 +24,7 @@ from sensorium.inference import Embedder
 from sensorium.index.meta import Meta, Record
 from sensorium.index.model import check_model, describe, load_embedder
 from sensorium.index.sources import Item, iter_items, thumbnail
-from sensorium.index.vectors import ANN_THRESHOLD, Vectors, build_hnsw, faiss_module, sha256_file, write_ann, write_segment
+from sensorium.index.vectors import ANN_THRESHOLD, Vectors, build_hnsw, sha256_file, write_ann, write_segment
 
 FORMAT = 1
 DB = "items.sqlite"
@@ -328,6 +328,31 @@ def build(model: str | Path | Embedder, root: str | Path, sources: Sequence[str 
     return index.finish(), report
 
 
-def set_search_threads(n: int = 1) -> None:
-    """faiss OpenMP threads for searches: 1 under concurrent single-query load (measured: more threads spin)."""
-    faiss_module().omp_set_num_threads(n)
+def sources_stamp(sources: Sequence[str | os.PathLike]) -> list[list[Any]]:
+    """What the sources are now (every file under them: path, size, mtime), to tell a stale index from a current one."""
+    stamp = []
+    for source in sources:
+        path = Path(source)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        stamp += [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.exists()]
+    return stamp
+
+
+def ensure(model: str | Path | Embedder, root: str | Path, sources: Sequence[str | os.PathLike],
+           modalities: Iterable[str] | None = None, progress: bool = True) -> tuple[Index, bool]:
+    """The index of `sources` by `model` at `root`: reused when it was built from the same files by the same model
+    (same weights), rebuilt otherwise. Returns (index, rebuilt)."""
+    embedder, _ = load_embedder(model)
+    stamp = sources_stamp(sources)
+    if is_index(root):
+        try:
+            index = Index.open(root, model=embedder)
+            if index.state.get("sources_stamp") == stamp and index.count:
+                return index, False
+        except (ValueError, FileNotFoundError):
+            pass  # another model, another format, damaged: rebuild below
+    index, _ = build(embedder, root, sources, modalities=modalities, overwrite=True, progress=progress)
+    with index._writing():
+        index.meta.set_state(sources_stamp=stamp)
+        index._commit_state()
+    return index, True

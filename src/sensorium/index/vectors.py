@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,32 @@ import numpy as np
 
 from sensorium.core.errors import require
 
-# Measured on 2 cores (docs/serve.md, bench/serve.py): HNSW M=32, efConstruction=128 reaches recall@10 >= 0.95 at
-# efSearch 64 unfiltered; a filter keeping a third of the rows needs about twice that.
+# Measured on 2 cores (docs/serve.md, bench/serve.py): HNSW M=32, efConstruction=128 reaches recall@10 0.95 at
+# efSearch 64 on clustered 512-d data at 100k and needs about 128 on harder data; a filter keeping a third of the rows
+# needs about twice the beam.
 HNSW_M = 32
 EF_CONSTRUCTION = 128
-EF_SEARCH = 64
+EF_SEARCH = 128
 ANN_THRESHOLD = 20_000  # fewer live rows: exact search (about 3 ms at 20k x 512 on one core)
 EXACT_FILTER_ROWS = 8_192  # a filter keeping at most this many rows is searched exactly (HNSW recall drops there)
+
+
+_SEARCH = {"threads": None}
+_LOCAL = threading.local()
+
+
+def set_search_threads(n: int | None = 1) -> None:
+    """OpenMP threads faiss may use per search, in every thread that searches (OpenMP keeps the setting per thread,
+    so it is applied again in each server worker thread). 1 under concurrent single-query load: measured on 2 cores,
+    more threads spin against each other and cut QPS by half or more."""
+    _SEARCH["threads"] = n
+
+
+def _apply_threads(faiss: Any) -> None:
+    n = _SEARCH["threads"]
+    if n and getattr(_LOCAL, "threads", None) != n:
+        faiss.omp_set_num_threads(n)
+        _LOCAL.threads = n
 
 
 def faiss_module() -> Any:
@@ -177,7 +197,7 @@ class Vectors:
     def _exact_rows(self, q: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _topk(q @ self.gather(rows).T, rows, k)
 
-    def search(self, q: np.ndarray, k: int, allowed: Allowed, ef: int = EF_SEARCH) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, q: np.ndarray, k: int, allowed: Allowed, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) [m, <=k] for normalised queries q [m, dim] among the allowed rows; rows are -1 where
         fewer than k rows are allowed."""
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1, self.dim)
@@ -188,6 +208,8 @@ class Vectors:
                 return self._exact_range(q, k, 0, self.nrows, allowed)
             return self._exact_rows(q, k, allowed.rows())
         faiss = faiss_module()
+        _apply_threads(faiss)
+        ef = ef or EF_SEARCH
         n = self.ann_rows
         if allowed.everything:
             params = faiss.SearchParametersHNSW(efSearch=max(ef, k))
