@@ -250,7 +250,7 @@ def measure(root: Path, seconds: float, n_queries: int = 200) -> dict[str, Any]:
                 time.sleep(0.3)
             if server.poll() is not None or time.perf_counter() - t > 300:
                 raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-2000:]}")
-        http: dict[str, Any] = {"startup_s": round(time.perf_counter() - t, 1), "server_rss_mb": round(rss_mb(server.pid), 1)}
+        served: dict[str, Any] = {"startup_s": round(time.perf_counter() - t, 1), "server_rss_mb": round(rss_mb(server.pid), 1)}
         local = threading.local()
         headers = {"Content-Type": "application/json"}
 
@@ -270,10 +270,10 @@ def measure(root: Path, seconds: float, n_queries: int = 200) -> dict[str, Any]:
         for kind, bodies in (("search_vector", vec_bodies), ("end_to_end_text", text_bodies)):
             for name, flt in (("unfiltered", {}), ("filtered", FILTER)):
                 use = [json.dumps(dict(b, **flt)).encode() for b in bodies]
-                http[f"{kind}_{name}"] = {"single": latency(post, use[:100]),
-                                          "clients": [load_test(post, use, c, seconds) for c in (1, 8, 32)]}
-        http["server_rss_after_mb"] = round(rss_mb(server.pid), 1)
-        out["http"] = http
+                served[f"{kind}_{name}"] = {"single": latency(post, use[:100]),
+                                            "clients": [load_test(post, use, c, seconds) for c in (1, 8, 32)]}
+        served["server_rss_after_mb"] = round(rss_mb(server.pid), 1)
+        out["http"] = served
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -80,6 +81,7 @@ class Meta:
         self.path = Path(path)
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+        self.lock = threading.RLock()  # servers read from many threads through this one connection
         self.db.execute("PRAGMA foreign_keys=ON")
         if not readonly:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -153,22 +155,26 @@ class Meta:
         return self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality ORDER BY modality"))
+        with self.lock:
+            return dict(self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality ORDER BY modality"))
 
     def get(self, item_id: int) -> Record | None:
-        row = self.db.execute(f"SELECT {', '.join(FIELDS)} FROM items WHERE id = ?", (int(item_id),)).fetchone()
+        with self.lock:
+            row = self.db.execute(f"SELECT {', '.join(FIELDS)} FROM items WHERE id = ?", (int(item_id),)).fetchone()
         return _record(row) if row else None
 
     def by_rows(self, rows: Iterable[int]) -> dict[int, Record]:
         rows = [int(r) for r in rows]
         if not rows:
             return {}
-        cur = self.db.execute(f"SELECT {', '.join(FIELDS)} FROM items WHERE row IN ({','.join('?' * len(rows))})",
-                              rows)
-        return {r.row: r for r in map(_record, cur)}
+        with self.lock:
+            found = self.db.execute(f"SELECT {', '.join(FIELDS)} FROM items WHERE row IN ({','.join('?' * len(rows))})",
+                                    rows).fetchall()
+        return {r.row: r for r in map(_record, found)}
 
     def thumb(self, item_id: int) -> bytes | None:
-        found = self.db.execute("SELECT data FROM thumbs WHERE id = ?", (int(item_id),)).fetchone()
+        with self.lock:
+            found = self.db.execute("SELECT data FROM thumbs WHERE id = ?", (int(item_id),)).fetchone()
         return found[0] if found else None
 
     def row_table(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -184,8 +190,10 @@ class Meta:
     def rows_where(self, key: str, value: str) -> np.ndarray:
         """Rows of the items whose metadata `key` equals `value` (compared as text)."""
         path = "$." + check_key(key)
-        cur = self.db.execute("SELECT row FROM items WHERE CAST(json_extract(meta, ?) AS TEXT) = ?", (path, str(value)))
-        return np.fromiter((r for (r,) in cur), dtype=np.int64)
+        with self.lock:
+            found = self.db.execute("SELECT row FROM items WHERE CAST(json_extract(meta, ?) AS TEXT) = ?",
+                                    (path, str(value))).fetchall()
+        return np.fromiter((r for (r,) in found), dtype=np.int64, count=len(found))
 
     def ids_where(self, key: str, value: str) -> list[int]:
         path = "$." + check_key(key)

@@ -4,6 +4,7 @@ per distinct filter and cached until the index changes; a query never builds a P
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +18,7 @@ from sensorium.inference.items import ItemError
 
 MAX_K = 1000
 CACHE = 256
+_CACHE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -71,9 +73,10 @@ def allowed(index: Index, modality: str | None = None, where: Mapping[str, str] 
         mask &= keep
     count = int(mask.sum())
     result = Allowed(mask, count, everything=count == index.vectors.nrows)
-    if len(cache) >= CACHE:
-        cache.pop(next(iter(cache)))
-    cache[key] = result
+    with _CACHE_LOCK:
+        while len(cache) >= CACHE:
+            cache.pop(next(iter(cache)))
+        cache[key] = result
     return result
 
 

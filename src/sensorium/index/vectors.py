@@ -28,6 +28,7 @@ EXACT_FILTER_ROWS = 8_192  # a filter keeping at most this many rows is searched
 
 
 _SEARCH = {"threads": None}
+_SELECTOR_LOCK = threading.Lock()
 _LOCAL = threading.local()
 
 
@@ -110,11 +111,13 @@ class Allowed:
         return self._rows
 
     def selector(self, n: int) -> Any:
-        if self._selector is None:
-            faiss = faiss_module()
-            self._bitmap = np.packbits(self.mask[:n], bitorder="little")
-            self._selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(self._bitmap))
-        return self._selector
+        """The faiss selector over rows [0, n); built once (under a lock: it points into the bitmap it keeps)."""
+        with _SELECTOR_LOCK:
+            if self._selector is None:
+                faiss = faiss_module()
+                self._bitmap = np.packbits(self.mask[:n], bitorder="little")
+                self._selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(self._bitmap))
+            return self._selector
 
 
 def _topk(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
