@@ -236,8 +236,9 @@ def measure(root: Path, seconds: float, n_queries: int = 200) -> dict[str, Any]:
 
     port = 8000 + os.getpid() % 1000
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    server_log = open(root.parent / "server.log", "w+")
     server = subprocess.Popen([sys.executable, "-m", "sensorium", "-q", "serve", str(root), "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              env=env, stdout=server_log, stderr=subprocess.STDOUT)
     try:
         t = time.perf_counter()
         while True:
@@ -249,7 +250,8 @@ def measure(root: Path, seconds: float, n_queries: int = 200) -> dict[str, Any]:
             except OSError:
                 time.sleep(0.3)
             if server.poll() is not None or time.perf_counter() - t > 300:
-                raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-2000:]}")
+                server_log.seek(0)
+                raise RuntimeError(f"server did not start: {server_log.read()[-2000:]}")
         served: dict[str, Any] = {"startup_s": round(time.perf_counter() - t, 1), "server_rss_mb": round(rss_mb(server.pid), 1)}
         local = threading.local()
         headers = {"Content-Type": "application/json"}
@@ -257,11 +259,17 @@ def measure(root: Path, seconds: float, n_queries: int = 200) -> dict[str, Any]:
         def post(body: bytes) -> None:
             """One request on this thread's keep-alive connection (http.client: the lightest client, so the
             load generator takes as little as possible of the cores it shares with the server)."""
-            if not hasattr(local, "c"):
-                local.c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            local.c.request("POST", "/v1/search", body, headers)
-            response = local.c.getresponse()
-            data = response.read()
+            for attempt in (0, 1):  # an idle keep-alive connection is closed by the server after 5 s: reconnect
+                if not hasattr(local, "c") or attempt:
+                    local.c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                try:
+                    local.c.request("POST", "/v1/search", body, headers)
+                    response = local.c.getresponse()
+                    data = response.read()
+                    break
+                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                    if attempt:
+                        raise
             if response.status != 200:
                 raise RuntimeError(data[:300])
 

@@ -8,7 +8,7 @@ import base64
 
 import numpy as np
 import pytest
-from _serve import ANSWERS, COLOURS, QUESTION, Server, aligned_model, chat_model, data_uri, png, write_shard
+from _serve import ANSWERS, COLOURS, QUESTION, Server, aligned_model, chat_model, data_uri, png, wav, write_shard
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -70,6 +70,10 @@ def test_embeddings_of_text_and_image_equal_the_library(server, client):
     want = local.embed("image", [png("green")]).numpy()[0]
     assert len(got.data) == 2 and all(np.allclose(d.embedding, want, atol=1e-5) for d in got.data)
     assert abs(np.linalg.norm(got.data[0].embedding) - 1) < 1e-5
+    tone = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav(300.0)).decode(), "format": "wav"}}
+    got = client.embeddings.create(model="model", input=[tone, "a tone"], encoding_format="float")
+    assert np.allclose(got.data[0].embedding, local.embed("audio", [wav(300.0)]).numpy()[0], atol=1e-5)
+    assert np.allclose(got.data[1].embedding, local.embed("text", ["a tone"]).numpy()[0], atol=1e-5)
 
 
 def _ask(colour: str) -> list[dict]:
@@ -186,3 +190,24 @@ def test_metrics_count_requests_by_route_and_status(server):
     text = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     assert 'sensorium_requests_total{method="POST",route="/v1/embeddings",status="401"}' in text
     assert 'sensorium_request_seconds_count{route="/v1/search"}' in text and "sensorium_index_items 12" in text
+
+
+def test_items_added_while_serving_are_found(server, tmp_path):
+    import time
+
+    from sensorium.index import Index
+
+    srv, root = server
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "violet.txt").write_text("a violet triangle")
+    writer = Index.open(root / "idx", readonly=False)
+    writer.add([tmp_path / "new"], progress=False)
+    h = {"Authorization": f"Bearer {KEY}"}
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the server picks the commit up within a second
+        top = httpx.post(f"{srv.url}/v1/search", headers=h, json={"query": "a violet triangle", "k": 1}).json()["data"]
+        if top and top[0]["title"] == "a violet triangle":
+            break
+        time.sleep(0.5)
+    assert top[0]["title"] == "a violet triangle" and top[0]["id"] == 13
+    assert httpx.get(f"{srv.url}/health").json()["index"] == 13

@@ -48,8 +48,25 @@ def create_app(embedder: Embedder | None = None, index: Index | None = None, cha
     if embedder is None and chat is None:
         raise ValueError("nothing to serve: give an embedding model, an index or a chat model")
     metrics = Metrics()
+    live = {"index": index, "checked": time.monotonic()}
+    reload_lock = threading.Lock()
+
+    def current() -> Index | None:
+        """The index as last committed: a writer's commit (`sensorium index add`) is picked up within a second by
+        opening it anew; requests in flight keep the object they started with."""
+        idx = live["index"]
+        if idx is None or time.monotonic() - live["checked"] < 1.0:
+            return idx
+        with reload_lock:
+            live["checked"] = time.monotonic()
+            with idx.meta.lock:
+                found = idx.meta.db.execute("SELECT value FROM state WHERE key='generation'").fetchone()
+            if found and json.loads(found[0]) != idx.state["generation"]:
+                live["index"] = Index.open(idx.root, model=idx.model)
+        return live["index"]
+
     if index is not None:
-        metrics.gauges["sensorium_index_items"] = lambda: index.count
+        metrics.gauges["sensorium_index_items"] = lambda: live["index"].count
     chat_lock = threading.Lock()
     app = FastAPI(title="Sensorium", docs_url="/docs", redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -111,6 +128,7 @@ def create_app(embedder: Embedder | None = None, index: Index | None = None, cha
         return model
 
     def item_of(item_id: str) -> Any:
+        index = current()
         if index is None:
             raise NotFound("no index loaded (sensorium serve ... --index DIR)")
         if not item_id.isdigit():
@@ -135,6 +153,7 @@ def create_app(embedder: Embedder | None = None, index: Index | None = None, cha
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        index = current()
         return {"status": "ok", "models": [m["id"] for m in models()], "index": index.count if index else None,
                 "search": index is not None, "chat": chat is not None,
                 "modalities": embedder.modalities if embedder else [],
@@ -184,6 +203,7 @@ def create_app(embedder: Embedder | None = None, index: Index | None = None, cha
 
     @app.post("/v1/search")
     async def search_items(request: Request) -> Any:
+        index = current()
         if index is None:
             raise NotFound("no index loaded: start the server with an index (sensorium serve INDEX_DIR)")
         body = await body_of(request)
@@ -212,7 +232,7 @@ def create_app(embedder: Embedder | None = None, index: Index | None = None, cha
     @app.get("/v1/items/{item_id}/thumbnail")
     async def thumb(item_id: str) -> Any:
         record = item_of(item_id)
-        data = index.meta.thumb(record.id)
+        data = current().meta.thumb(record.id)
         if data is None:
             raise NotFound(f"item {record.id} ({record.modality}) has no thumbnail")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
