@@ -220,7 +220,7 @@ def measure(root: Path, seconds: float, n_queries: int = 200) -> dict[str, Any]:
                      **latency(lambda q, f=flt: search_vectors(index, q[None], 10, **f), list(queries))}
         if name == "unfiltered" and out["search"] == "hnsw":  # the recall / latency trade-off of the beam width
             out["ef_sweep"] = []
-            for ef in (32, 64, 128, 256):
+            for ef in (64, 128, 192, 256):
                 got = [search_vectors(index, q[None], 10, ef=ef)[0] for q in queries]
                 rec = np.mean([len({rows.get(h.id, -1) if h.id in rows else h.record.row for h in row} & set(t.tolist()))
                                / 10 for row, t in zip(got, truth)])
