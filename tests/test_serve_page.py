@@ -64,18 +64,23 @@ def _shots(tmp_path: Path) -> Path:
 def _results(browser, wait, expect_first: str) -> list:
     from selenium.webdriver.common.by import By
 
-    wait.until(lambda d: (cards := d.find_elements(By.CSS_SELECTOR, "#results .card"))
-               and expect_first in cards[0].text)
-    return browser.find_elements(By.CSS_SELECTOR, "#results .card")
+    def ready(d):  # the grid is swapped in whole once a search finishes (aria-busy gone)
+        if d.find_element(By.ID, "results").get_attribute("aria-busy"):
+            return False
+        cards = d.find_elements(By.CSS_SELECTOR, "#results .card")
+        return cards if cards and expect_first in cards[0].text else False
+
+    return wait.until(ready)
 
 
 def test_type_a_query_upload_an_image_and_click_a_result(site, browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     server, root = site
-    wait = WebDriverWait(browser, 60)
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(server.url + "/")
     wait.until(lambda d: "12 items" in d.find_element(By.ID, "status").text)
     box = browser.find_element(By.ID, "query")
@@ -98,21 +103,23 @@ def test_type_a_query_upload_an_image_and_click_a_result(site, browser, tmp_path
     assert "blue.png" in browser.find_element(By.ID, "query-shown").text
     browser.save_screenshot(str(_shots(tmp_path) / "page_image_query.png"))
 
-    cards[1].click()  # search by that result: it comes back first, as itself
     clicked = cards[1].get_attribute("data-id")
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .card")[0].get_attribute("data-id") == clicked
-               and "similar to" in d.find_element(By.ID, "query-shown").text)
+    cards[1].click()  # search by that result: it comes back first, as itself, scored 1
+    wait.until(lambda d: "similar to" in d.find_element(By.ID, "query-shown").text)
+    first = _results(browser, wait, "")[0]
+    assert first.get_attribute("data-id") == clicked and first.find_element(By.CLASS_NAME, "score").text == "1.000"
 
 
 def test_chat_pane_answers_about_an_attached_image(site, browser, tmp_path):
     import io
 
     import _vlm
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     server, _ = site
-    wait = WebDriverWait(browser, 60)
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(server.url + "/")
     wait.until(lambda d: d.find_element(By.ID, "chat-pane").is_displayed())
     for colour, answer in ANSWERS.items():

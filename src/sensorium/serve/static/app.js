@@ -91,8 +91,8 @@ async function runSearch(query) {
 
 async function render(hits, took) {
   const results = $("results");
-  results.replaceChildren();
-  if (!hits.length) { results.textContent = "no results"; return; }
+  if (!hits.length) { results.replaceChildren(); results.textContent = "no results"; return; }
+  const grid = document.createDocumentFragment();  // built whole, then swapped in at once
   for (const hit of hits) {
     const card = document.createElement("div");
     card.className = "card result";
@@ -129,8 +129,9 @@ async function render(hits, took) {
       showQuery(`similar to ${hit.modality} #${hit.id}: ${hit.title || ""}`, hit.thumbnail_url ? card.querySelector("img").src : null);
       runSearch({ id: hit.id });
     });
-    results.appendChild(card);
+    grid.appendChild(card);
   }
+  results.replaceChildren(grid);
   results.dataset.took = took;
 }
 
