@@ -16,18 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import save  # noqa: E402
+from _machine import save
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"filtered_p50_ms_1M": 5.0, "qps_32_clients": 500.0, "recall_at_10": 0.95, "e2e_text_p50_ms": 30.0}
@@ -214,16 +214,14 @@ def measure(root: Path, seconds: float, n_queries: int = 200) -> dict[str, Any]:
         mask = allowed(index, flt.get("modality"), flt.get("where"))
         truth = exact_top10(index, queries, None if mask.everything else mask.mask)
         hits = [search_vectors(index, q[None], 10, **flt)[0] for q in queries]
-        rows = {h.id: h.record.row for row in hits for h in row}
-        recall = np.mean([len({rows[h.id] for h in row} & set(t.tolist())) / 10 for row, t in zip(hits, truth)])
+        recall = np.mean([len({h.record.row for h in row} & set(t.tolist())) / 10 for row, t in zip(hits, truth)])
         out[name] = {"allowed_items": mask.count, "recall_at_10": round(float(recall), 4),
                      **latency(lambda q, f=flt: search_vectors(index, q[None], 10, **f), list(queries))}
         if name == "unfiltered" and out["search"] == "hnsw":  # the recall / latency trade-off of the beam width
             out["ef_sweep"] = []
             for ef in (64, 128, 192, 256):
                 got = [search_vectors(index, q[None], 10, ef=ef)[0] for q in queries]
-                rec = np.mean([len({rows.get(h.id, -1) if h.id in rows else h.record.row for h in row} & set(t.tolist()))
-                               / 10 for row, t in zip(got, truth)])
+                rec = np.mean([len({h.record.row for h in row} & set(t.tolist())) / 10 for row, t in zip(got, truth)])
                 out["ef_sweep"].append({"ef": ef, "recall_at_10": round(float(rec), 4),
                                         **latency(lambda q, e=ef: search_vectors(index, q[None], 10, ef=e), list(queries))})
         out[name]["threads"] = [load_test(lambda q, f=flt: search_vectors(index, q[None], 10, **f), list(queries), c,
@@ -232,7 +230,7 @@ def measure(root: Path, seconds: float, n_queries: int = 200) -> dict[str, Any]:
     out["embed_text_in_process"] = latency(lambda s: index.model.embed("text", [s]), texts[:50])
     out["search_text_in_process"] = latency(lambda s: search(index, s, 10), texts[:50])
     out["rss_after_search_mb"] = round(rss_mb() - rss0, 1)
-    del index
+    index = None  # free the in-process copy before the server loads its own
 
     port = 8000 + os.getpid() % 1000
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

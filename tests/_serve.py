@@ -65,7 +65,6 @@ def chat_model(root: Path, steps: int = 80) -> Path:
     """A 2-layer decoder over 16 px images trained to answer QUESTION with `circle` for a red image and `square`
     for a blue one (a few seconds on one CPU thread), saved as a run `sensorium.load` reads."""
     import _vlm
-
     from sensorium.models.template import IGNORE, pad_rows
 
     model = _vlm.model(max_positions=64).train()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _serve import COLOURS, aligned_model, png, wav, write_shard
 
+from _serve import aligned_model, png, wav, write_shard
 from sensorium.cli import main
 from sensorium.index import Index, IndexStateError, build, search, search_vectors
 from sensorium.index.vectors import Allowed, Vectors

@@ -8,6 +8,7 @@ import base64
 
 import numpy as np
 import pytest
+
 from _serve import ANSWERS, COLOURS, QUESTION, Server, aligned_model, chat_model, data_uri, png, wav, write_shard
 
 openai = pytest.importorskip("openai")

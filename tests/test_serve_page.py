@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from _serve import ANSWERS, COLOURS, QUESTION, Server, aligned_model, chat_model, png, write_shard
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -113,10 +114,11 @@ def test_type_a_query_upload_an_image_and_click_a_result(site, browser, tmp_path
 def test_chat_pane_answers_about_an_attached_image(site, browser, tmp_path):
     import io
 
-    import _vlm
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    import _vlm
 
     server, _ = site
     wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))

@@ -5,8 +5,9 @@ per distinct filter and cached until the index changes; a query never builds a P
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from PIL import Image
 
@@ -87,7 +88,7 @@ def shard_items(spec: Any, skips: SkipLog, wanted: set[str]) -> Iterator[Item]:
             key = raw["__key__"]
             members = {ext: data for ext, data in raw.items() if not ext.startswith("__")}
             yield from _sample_items(members, key, shard_path, {"key": key, "shard": Path(shard).name}, skips,
-                                     wanted, f"{shard}:{key}", lambda ext, k=key: (shard_path, f"{k}.{ext}"))
+                                     wanted, f"{shard}:{key}", lambda ext, k=key, s=shard_path: (s, f"{k}.{ext}"))
 
 
 def folder_items(root: Path, skips: SkipLog, wanted: set[str]) -> Iterator[Item]:

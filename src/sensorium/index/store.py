@@ -12,19 +12,20 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from sensorium.core.progress import progress_bar
 from sensorium.data.shards import SkipLog
-from sensorium.inference import Embedder
 from sensorium.index.meta import Meta, Record
 from sensorium.index.model import check_model, describe, load_embedder
 from sensorium.index.sources import Item, iter_items, thumbnail
 from sensorium.index.vectors import ANN_THRESHOLD, Vectors, build_hnsw, sha256_file, write_ann, write_segment
+from sensorium.inference import Embedder
 
 FORMAT = 1
 DB = "items.sqlite"
@@ -54,7 +55,7 @@ class Index:
     # opening ----------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, model: str | Path | Embedder, root: str | Path, overwrite: bool = False,
-               ann_threshold: int = ANN_THRESHOLD) -> "Index":
+               ann_threshold: int = ANN_THRESHOLD) -> Index:
         """A new empty index at `root` for `model`. An existing index is replaced only with `overwrite` (the new one
         is built beside it and swapped in by rename when `build` finishes)."""
         root = Path(root)
@@ -80,7 +81,7 @@ class Index:
 
     @classmethod
     def open(cls, root: str | Path, model: str | Path | Embedder | None = None, readonly: bool = True,
-             load_model: bool = True) -> "Index":
+             load_model: bool = True) -> Index:
         """Open an index; its recorded model is loaded (or `model` is checked against the record)."""
         root = Path(root)
         if not is_index(root):
@@ -191,7 +192,7 @@ class Index:
                 if not batch:
                     return
                 vecs = self.model.embed(modality, [it.value for it in batch], batch_size=batch_size).numpy()
-                for item, vec in zip(batch, vecs):
+                for item in batch:
                     thumb = thumbnail(item.value) if modality == "image" and hasattr(item.value, "convert") else None
                     _, updated = self.meta.upsert(next_row, item.modality, item.locator, item.source, item.member,
                                                   item.title, item.text, item.meta, thumb)
@@ -263,7 +264,7 @@ class Index:
             self._commit_state()
         return removed
 
-    def finish(self) -> "Index":
+    def finish(self) -> Index:
         """After `create` + `add`: move a replacement index into place (old one removed only after the swap)."""
         final = getattr(self, "_final_root", self.root)
         if final != self.root:

@@ -9,9 +9,10 @@ import hashlib
 import os
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ class Allowed:
             self._rows = np.flatnonzero(self.mask)
         return self._rows
 
-    def matrix(self, vectors: "Vectors") -> np.ndarray:
+    def matrix(self, vectors: Vectors) -> np.ndarray:
         """The allowed rows' vectors, gathered once and kept while the cache budget allows."""
         cached = getattr(self, "_matrix", None)
         if cached is not None:
