@@ -171,6 +171,24 @@ def test_hnsw_matches_exact_search_with_and_without_filters(data, tmp_path, monk
         exact = np.sort(-(queries @ x[keep].T), axis=1)[:, :10]
         got = np.array([[h.score for h in row] for row in hits])
         assert np.all(got <= -exact[:, :1] + 1e-5)  # never better than the true best: scores are real cosines
+    # more rows: searched exactly until the graphs are extended, found the same way after
+    more = x[:200] + 0.05 * rng.standard_normal((200, 32)).astype(np.float32)
+    more /= np.linalg.norm(more, axis=1, keepdims=True)
+    writer = Index.open(tmp_path / "ann", load_model=False, readonly=False)
+    new_ids = writer.add_vectors(more, [{"modality": "image", "locator": f"m{i}"} for i in range(200)])
+    for extend in (False, True):
+        if extend:
+            assert writer.update_graph(progress=False, force=True)
+            assert writer.info()["hnsw_rows"] == {"image": 2200, "text": 1000}
+        top = [search_vectors(writer, more[i][None], k=1)[0][0] for i in range(0, 200, 20)]
+        assert [h.id for h in top] == new_ids[::20] and all(h.score == pytest.approx(1.0, abs=1e-5) for h in top)
+    # remove 40%: the graphs are rebuilt from the live rows at the next extension, removed items never come back
+    gone = set(range(1, 1201))
+    writer.remove(sorted(gone))
+    assert writer.update_graph(progress=False, force=True)
+    assert sum(writer.info()["hnsw_rows"].values()) == 3200 - 1200
+    hits = search_vectors(writer, queries, k=10)
+    assert not gone & {h.id for row in hits for h in row} and all(len(row) == 10 for row in hits)
 
 
 def test_exact_and_segment_gather_agree(tmp_path):

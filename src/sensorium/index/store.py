@@ -24,10 +24,11 @@ from sensorium.data.shards import SkipLog
 from sensorium.index.meta import Meta, Record
 from sensorium.index.model import check_model, describe, load_embedder
 from sensorium.index.sources import Item, iter_items, thumbnail
-from sensorium.index.vectors import ANN_THRESHOLD, Vectors, build_hnsw, sha256_file, write_ann, write_segment
+from sensorium.index.vectors import (ANN_THRESHOLD, Vectors, build_hnsw, sha256_file, write_ann, write_rows,
+                                     write_segment)
 from sensorium.inference import Embedder
 
-FORMAT = 1
+FORMAT = 2  # 2: one HNSW graph per modality
 DB = "items.sqlite"
 
 
@@ -40,7 +41,9 @@ def is_index(root: str | Path) -> bool:
 
 
 def _checksum(segments: list[dict[str, Any]], ann: dict[str, Any] | None, count: int) -> str:
-    payload = json.dumps([[s["sha256"] for s in segments], ann and ann["sha256"], count])
+    graphs = (ann or {}).get("graphs", {})
+    payload = json.dumps([[s["sha256"] for s in segments], {m: [g["sha256"], g["rows_sha256"]] for m, g in
+                                                             sorted(graphs.items())}, count])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -157,7 +160,8 @@ class Index:
 
     def _collect_garbage(self) -> None:
         """Delete vector/graph files no committed state refers to (left by replaced graphs or killed writers)."""
-        used = {s["file"] for s in self.meta.segments()} | ({self.state["ann"]["file"]} if self.state.get("ann") else set())
+        graphs = (self.state.get("ann") or {}).get("graphs", {}).values()
+        used = {s["file"] for s in self.meta.segments()} | {g[f] for g in graphs for f in ("file", "rows_file")}
         for path in self.root.iterdir():
             stale_tmp = path.name.startswith(".") and path.name.endswith(".tmp") and time.time() - path.stat().st_mtime > 3600
             if (path.name.startswith(("vectors-", "ann-")) and path.name not in used) or stale_tmp:
@@ -238,23 +242,36 @@ class Index:
         self.meta.add_segment(name, self.vectors.nrows, len(vectors), digest)
 
     def update_graph(self, progress: bool = True, force: bool = False) -> bool:
-        """Build or extend the HNSW graph when the index has grown past the threshold (or the rows added since the
-        last graph are many); a separate commit, so a kill here keeps the added items (searched exactly)."""
+        """Build or extend the HNSW graphs (one per modality) when the index has grown past the threshold, or when the
+        rows added since the last graphs are many; a separate commit, so a kill here keeps the added items (they are
+        searched exactly). Graphs with many removed rows are rebuilt from the live ones."""
         threshold = int(self.state.get("ann_threshold", ANN_THRESHOLD))
         ann = self.state.get("ann")
-        covered = ann["rows"] if ann else 0
+        covered = ann["covered"] if ann else 0
         fresh = self.vectors.nrows - covered
         dead = self.vectors.nrows - self.count
         if not force and (self.count < threshold or fresh <= max(threshold // 4, covered // 10)):
             return False
         with self._writing():
-            base = self.vectors.ann if ann and dead <= self.vectors.nrows // 4 else None
-            lo = covered if base is not None else 0
-            bar = progress_bar(total=self.vectors.nrows - lo, desc="HNSW graph", unit="vec", disable=not progress)
-            graph = build_hnsw(self.vectors, lo, self.vectors.nrows, base=base, progress=bar)
+            rebuild = ann is None or dead > self.vectors.nrows // 4
+            lo = 0 if rebuild else covered
+            new_rows = np.arange(lo, self.vectors.nrows)
+            new_rows = new_rows[self.codes[new_rows] >= 0]  # live rows only
+            graphs = {} if rebuild else dict(ann["graphs"])
+            bar = progress_bar(total=len(new_rows), desc="HNSW graphs", unit="vec", disable=not progress)
+            for code, name in enumerate(self.modality_names):
+                rows = new_rows[self.codes[new_rows] == code]
+                if not len(rows):
+                    continue
+                old = None if rebuild else self.vectors.graphs.get(name)
+                graph = build_hnsw(self.vectors, rows, base=old.index if old else None, progress=bar)
+                all_rows = np.concatenate([old.rows, rows]) if old else rows
+                file, digest = write_ann(self.root, graph)
+                rows_file, rows_digest = write_rows(self.root, all_rows)
+                graphs[name] = {"file": file, "sha256": digest, "rows_file": rows_file, "rows_sha256": rows_digest,
+                                "count": int(len(all_rows))}
             bar.close()
-            name, digest = write_ann(self.root, graph)
-            self._commit_state(ann={"file": name, "rows": int(graph.ntotal), "sha256": digest, "kind": "hnsw"})
+            self._commit_state(ann={"kind": "hnsw", "covered": int(self.vectors.nrows), "graphs": graphs})
         return True
 
     def remove(self, ids: Iterable[int]) -> int:
@@ -292,10 +309,10 @@ class Index:
     def info(self) -> dict[str, Any]:
         """Counts, model, files and sizes."""
         files = sorted(p for p in self.root.iterdir() if p.is_file())
-        ann = self.state.get("ann")
+        graphs = (self.state.get("ann") or {}).get("graphs", {})
         return {"root": str(self.root), "items": self.count, "by_modality": self.meta.counts(),
                 "model": {k: v for k, v in self.state["model"].items()}, "dim": self.dim,
-                "search": "hnsw" if ann else "exact", "hnsw_rows": ann["rows"] if ann else 0,
+                "search": "hnsw" if graphs else "exact", "hnsw_rows": {m: g["count"] for m, g in graphs.items()},
                 "vector_rows": self.vectors.nrows, "checksum": self.state["checksum"],
                 "generation": self.state["generation"], "bytes": sum(p.stat().st_size for p in files),
                 "ann_threshold": self.state.get("ann_threshold", ANN_THRESHOLD)}
@@ -305,9 +322,10 @@ class Index:
         for seg in self.meta.segments():
             if sha256_file(self.root / seg["file"]) != seg["sha256"]:
                 raise IndexStateError(f"{self.root / seg['file']}: contents changed since it was written (sha256 mismatch)")
-        ann = self.state.get("ann")
-        if ann and sha256_file(self.root / ann["file"]) != ann["sha256"]:
-            raise IndexStateError(f"{self.root / ann['file']}: contents changed since it was written (sha256 mismatch)")
+        for graph in (self.state.get("ann") or {}).get("graphs", {}).values():
+            for file, digest in ((graph["file"], graph["sha256"]), (graph["rows_file"], graph["rows_sha256"])):
+                if sha256_file(self.root / file) != digest:
+                    raise IndexStateError(f"{self.root / file}: contents changed since it was written (sha256 mismatch)")
         return {"verified": True, "checksum": self.state["checksum"], "items": self.count}
 
 

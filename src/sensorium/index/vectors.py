@@ -1,7 +1,7 @@
 """The index's vectors: append-only segment files (float32 `.npy`, memory-mapped, never rewritten) and, past a size
-threshold, a faiss HNSW graph over the first `ann_rows` rows. Search is exact (matrix product over the allowed rows)
-for small indexes, selective filters and rows added since the graph was built, and HNSW with a bitmap of allowed
-rows otherwise. Files are written under a temporary name, flushed and renamed: a reader never sees half a file."""
+threshold, one faiss HNSW graph per modality over the rows before `covered`. Search is exact for small indexes,
+selective filters and rows added since the graphs were built; otherwise each modality's graph the filter allows is
+searched (a bitmap of allowed positions when only some are) and the hits merged. Files are written under a temporary name, flushed and renamed: a reader never sees half a file."""
 
 from __future__ import annotations
 
@@ -105,8 +105,6 @@ class Allowed:
     mask: np.ndarray
     count: int
     everything: bool = False
-    _selector: Any = None
-    _bitmap: np.ndarray | None = None
     _rows: np.ndarray | None = None
 
     def rows(self) -> np.ndarray:
@@ -131,14 +129,22 @@ class Allowed:
         if cached is not None:
             _SEARCH["cached_bytes"] -= cached.nbytes
 
-    def selector(self, n: int) -> Any:
-        """The faiss selector over rows [0, n); built once (under a lock: it points into the bitmap it keeps)."""
+    def view(self, name: str, graph: "Graph") -> tuple[int, Any]:
+        """(allowed rows in this graph, faiss selector over its positions or None when all are allowed), built once
+        per filter and graph (under a lock: the selector points into the bitmap kept beside it)."""
         with _SELECTOR_LOCK:
-            if self._selector is None:
-                faiss = faiss_module()
-                self._bitmap = np.packbits(self.mask[:n], bitorder="little")
-                self._selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(self._bitmap))
-            return self._selector
+            views = self.__dict__.setdefault("_views", {})
+            if name not in views:
+                keep = self.mask[graph.rows]
+                count = int(keep.sum())
+                selector = bitmap = None
+                if 0 < count < len(graph.rows):
+                    faiss = faiss_module()
+                    bitmap = np.packbits(keep, bitorder="little")
+                    selector = faiss.IDSelectorBitmap(len(keep), faiss.swig_ptr(bitmap))
+                views[name] = (count, selector, bitmap)
+            count, selector, _ = views[name]
+            return count, selector
 
 
 def _knn(q: np.ndarray, block: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,8 +165,18 @@ def _merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k
     return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
+@dataclass
+class Graph:
+    """One modality's HNSW graph and the vector rows its positions stand for."""
+
+    index: Any
+    rows: np.ndarray
+
+
 class Vectors:
-    """Read side of the vectors: memory-mapped segments plus the optional HNSW graph."""
+    """Read side of the vectors: memory-mapped segments plus one HNSW graph per modality over the rows before
+    `covered` (a modality's vectors sit in their own region of the space: one graph with a modality filter loses most
+    of the true neighbours, measured 0.30 recall@10 for a filter correlated with position)."""
 
     def __init__(self, root: Path, dim: int, segments: list[dict[str, Any]], ann: dict[str, Any] | None,
                  mmap: bool = True):
@@ -179,15 +195,17 @@ class Vectors:
             self.parts.append(part)
         self.nrows = sum(len(p) for p in self.parts)
         self.ends = np.array([s + len(p) for s, p in zip(self.starts, self.parts)], dtype=np.int64)
-        self.ann, self.ann_rows = None, 0
-        if ann:
-            path = root / ann["file"]
-            if not path.is_file():
+        self.graphs: dict[str, Graph] = {}
+        self.covered = int(ann["covered"]) if ann else 0
+        for name, entry in (ann or {}).get("graphs", {}).items():
+            path, rows_path = root / entry["file"], root / entry["rows_file"]
+            if not path.is_file() or not rows_path.is_file():
                 raise FileNotFoundError(f"{path}: HNSW file missing; the index is damaged (rebuild it)")
-            self.ann = faiss_module().read_index(str(path))
-            self.ann_rows = int(ann["rows"])
-            if self.ann.ntotal != self.ann_rows:
-                raise ValueError(f"{path}: holds {self.ann.ntotal} vectors, the index expects {self.ann_rows}")
+            graph = Graph(faiss_module().read_index(str(path)), np.load(rows_path))
+            if graph.index.ntotal != len(graph.rows) or len(graph.rows) != entry["count"]:
+                raise ValueError(f"{path}: holds {graph.index.ntotal} vectors for {len(graph.rows)} rows, the index "
+                                 f"expects {entry['count']}; the index is damaged (rebuild it)")
+            self.graphs[name] = graph
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """Vectors of the given rows [len(rows), dim] (float32 copies). Built by fancy indexing of each segment
@@ -232,40 +250,54 @@ class Vectors:
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1, self.dim)
         if allowed.count == 0 or k <= 0:
             return np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
-        if self.ann is None or (not allowed.everything and allowed.count <= EXACT_FILTER_ROWS):
+        if not self.graphs or (not allowed.everything and allowed.count <= EXACT_FILTER_ROWS):
             if allowed.everything or allowed.count > self.nrows // 4:
                 return self._exact_range(q, k, 0, self.nrows, allowed)
             return self._exact_rows(q, k, allowed)
         faiss = faiss_module()
         _apply_threads(faiss)
-        ef = ef or EF_SEARCH
-        n = self.ann_rows
-        if allowed.everything:
-            params = faiss.SearchParametersHNSW(efSearch=max(ef, k))
-        else:  # fewer allowed rows need a wider beam to find k of them (measured: 2x at a third of the rows)
-            share = max(allowed.count / max(self.nrows, 1), 1e-3)
-            wide = int(min(1024, max(ef, k) * max(1.0, min(8.0, 0.66 / share))))
-            params = faiss.SearchParametersHNSW(efSearch=wide, sel=allowed.selector(n))
-        scores, rows = self.ann.search(q, k, params=params)
-        best = (scores.astype(np.float32), rows.astype(np.int64))
-        best = (np.where(best[1] < 0, -np.inf, best[0]).astype(np.float32), best[1])
-        if self.nrows > n:  # rows added since the graph was built: exact
-            best = _merge(best, self._exact_range(q, k, n, self.nrows, allowed), k)
+        ef = max(ef or EF_SEARCH, k)
+        best = (np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64))
+        for name, graph in self.graphs.items():
+            count, selector = allowed.view(name, graph)
+            if count == 0:
+                continue
+            if selector is None:
+                params = faiss.SearchParametersHNSW(efSearch=ef)
+            else:  # fewer allowed rows need a wider beam to find k of them (measured: 2x at a third of the rows)
+                share = max(count / len(graph.rows), 1e-3)
+                wide = int(min(1024, ef * max(1.0, min(8.0, 0.66 / share))))
+                params = faiss.SearchParametersHNSW(efSearch=wide, sel=selector)
+            scores, found = graph.index.search(q, k, params=params)
+            rows = np.where(found >= 0, graph.rows[np.maximum(found, 0)], -1)
+            best = _merge(best, (np.where(found >= 0, scores, -np.inf).astype(np.float32), rows), k)
+        if self.nrows > self.covered:  # rows added since the graphs were built: exact
+            best = _merge(best, self._exact_range(q, k, self.covered, self.nrows, allowed), k)
         return best
 
 
-def build_hnsw(vectors: Vectors, lo: int = 0, hi: int | None = None, base: Any = None, progress: Any = None) -> Any:
-    """An HNSW graph (inner product) over rows [lo, hi), extending `base` (which must hold rows [0, lo)) if given."""
+def build_hnsw(vectors: Vectors, rows: np.ndarray, base: Any = None, progress: Any = None) -> Any:
+    """An HNSW graph (inner product) over the given rows, appended to `base` when given."""
     faiss = faiss_module()
-    hi = vectors.nrows if hi is None else hi
     index = base
     if index is None:
         index = faiss.IndexHNSWFlat(vectors.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = EF_CONSTRUCTION
-    if index.ntotal != lo:
-        raise ValueError(f"HNSW graph holds {index.ntotal} rows, cannot extend it from row {lo}")
-    for _, block in vectors.iter_range(lo, hi, chunk=16384):
+    for start in range(0, len(rows), 16384):
+        block = vectors.gather(rows[start:start + 16384])
         index.add(np.ascontiguousarray(block))
         if progress is not None:
             progress.update(len(block))
     return index
+
+
+def write_rows(root: Path, rows: np.ndarray) -> tuple[str, str]:
+    """Write a graph's row numbers beside it; returns (file name, sha256)."""
+    name = f"ann-{uuid.uuid4().hex[:12]}.rows.npy"
+    tmp = root / f".{name}.tmp"
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(rows, dtype=np.int64))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, root / name)
+    return name, sha256_file(root / name)
