@@ -189,6 +189,8 @@ def test_hnsw_matches_exact_search_with_and_without_filters(data, tmp_path, monk
     assert sum(writer.info()["hnsw_rows"].values()) == 3200 - 1200
     hits = search_vectors(writer, queries, k=10)
     assert not gone & {h.id for row in hits for h in row} and all(len(row) == 10 for row in hits)
+    reader = Index.open(tmp_path / "ann", load_model=False)  # graphs memory-mapped read-only: the same answers
+    assert [[h.id for h in row] for row in search_vectors(reader, queries, k=10)] == [[h.id for h in row] for row in hits]
 
 
 def test_exact_and_segment_gather_agree(tmp_path):

@@ -113,7 +113,7 @@ class Index:
         if self.state["checksum"] != _checksum(segments, self.state.get("ann"), self.state["count"]):
             raise IndexStateError(f"{self.root}: checksum mismatch between the recorded state and its segments; the index "
                               "is damaged (rebuild it)")
-        self.vectors = Vectors(self.root, self.dim, segments, self.state.get("ann"))
+        self.vectors = Vectors(self.root, self.dim, segments, self.state.get("ann"), readonly=self.readonly)
         rows, codes, names = self.meta.row_table()
         if len(rows) != self.state["count"]:
             raise IndexStateError(f"{self.root}: {len(rows)} items but the state records {self.state['count']}; the index is "

@@ -171,7 +171,7 @@ def create_app(embedder: Embedder | None = None, index: Index | None = None, cha
     async def embed(request: Request) -> Any:
         body = await body_of(request)
         model = pick(body, Embedder, "embed")
-        return await run_in_threadpool(embeddings, model, body)
+        return JSONResponse(await run_in_threadpool(embeddings, model, body))  # a Response skips FastAPI's encoder
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request) -> Any:
@@ -181,7 +181,7 @@ def create_app(embedder: Embedder | None = None, index: Index | None = None, cha
             def answer() -> dict[str, Any]:
                 with chat_lock:
                     return chat_completion(model, body)
-            return await run_in_threadpool(answer)
+            return JSONResponse(await run_in_threadpool(answer))
 
         def start() -> Any:
             chat_lock.acquire()
@@ -213,8 +213,9 @@ def create_app(embedder: Embedder | None = None, index: Index | None = None, cha
         k = body.get("k", 10)
         start = time.perf_counter()
         hits = await run_in_threadpool(search, index, query, k, body.get("modality"), body.get("where"))
-        return {"object": "list", "data": [public(h.record, h.score) for h in hits],
-                "took_ms": round((time.perf_counter() - start) * 1e3, 3), "model": index.state["model"]["name"]}
+        return JSONResponse({"object": "list", "data": [public(h.record, h.score) for h in hits],
+                             "took_ms": round((time.perf_counter() - start) * 1e3, 3),
+                             "model": index.state["model"]["name"]})
 
     @app.get("/v1/items/{item_id}")
     async def item(item_id: str) -> dict[str, Any]:
