@@ -316,9 +316,20 @@ def main() -> None:
     print("wrote", save(args.name, results))
 
 
+def summarize(name: str = "serve_cpu") -> None:
+    """Recompute the summary of an existing results file (after changing what the summary reports)."""
+    path = ROOT / "bench" / "results" / f"{name}.json"
+    data = json.loads(path.read_text())
+    data["summary"] = summary(data["sizes"])
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def summary(sizes: dict[str, Any]) -> dict[str, Any]:
     """Each goal with the measured number and whether it is met (None where not measured yet)."""
     out: dict[str, Any] = {}
+    if "1000000" not in sizes:
+        out["1000000"] = {"status": "not measured yet: run bench/serve.py --size 1000000 until it completes (the build "
+                                    "resumes in 100k-item commits; about 1,100 CPU-seconds of HNSW construction)"}
     for size, entry in sizes.items():
         if "http" not in entry:
             out[size] = {"status": "index incomplete: rerun bench/serve.py to resume the build",
@@ -326,18 +337,20 @@ def summary(sizes: dict[str, Any]) -> dict[str, Any]:
             continue
         http = entry["http"]
         qps32 = max(c["qps"] for c in http["search_vector_unfiltered"]["clients"] if c["clients"] == 32)
+        qps32_filtered = max(c["qps"] for c in http["search_vector_filtered"]["clients"] if c["clients"] == 32)
         out[size] = {
             "search_p50_ms": entry["unfiltered"]["p50_ms"], "filtered_search_p50_ms": entry["filtered"]["p50_ms"],
             "modality_filter_p50_ms": entry["modality"]["p50_ms"],
             "modality_filter_recall_at_10": entry["modality"]["recall_at_10"],
             "recall_at_10": entry["unfiltered"]["recall_at_10"], "filtered_recall_at_10": entry["filtered"]["recall_at_10"],
-            "http_search_qps_32_clients": qps32,
+            "http_search_qps_32_clients": qps32, "http_filtered_search_qps_32_clients": qps32_filtered,
             "in_process_qps_32_threads": entry["unfiltered"]["threads"][-1]["qps"],
             "http_e2e_text_p50_ms": http["end_to_end_text_unfiltered"]["single"]["p50_ms"],
             "build_s": entry["build"].get("build_s"), "server_rss_mb": http["server_rss_after_mb"]}
         m = out[size]
         m["goals_met"] = {"filtered_p50_under_5ms": m["filtered_search_p50_ms"] < GOALS["filtered_p50_ms_1M"],
                           "qps_32_clients_at_least_500": qps32 >= GOALS["qps_32_clients"],
+                          "filtered_qps_32_clients_at_least_500": qps32_filtered >= GOALS["qps_32_clients"],
                           "recall_at_10_at_least_0.95": m["recall_at_10"] >= GOALS["recall_at_10"],
                           "e2e_text_p50_under_30ms": m["http_e2e_text_p50_ms"] < GOALS["e2e_text_p50_ms"]}
     return out
