@@ -4,11 +4,14 @@ The index remembers its model, so `search`, `add` and `serve` are given the inde
 from __future__ import annotations
 
 import argparse
+import difflib
 import io
 import json
 from pathlib import Path
 
 from PIL import Image
+
+from sensorium import modalities
 
 
 def _print(data: dict) -> None:
@@ -63,22 +66,43 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_query(args: argparse.Namespace) -> None:
+    """Search arguments checked before anything loads: one non-empty query, k >= 1, a known modality filter."""
+    given = [name for name, value in (("text", args.text), ("--image", args.image), ("--audio", args.audio))
+             if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one query: a text, --image FILE or --audio FILE (got {', '.join(given) or 'none'})")
+    if args.text is not None and not args.text.strip():
+        raise ValueError("the text query is empty; type what to look for, e.g. \"a red apple\"")
+    if args.k < 1:
+        raise ValueError(f"-k {args.k}: the number of hits must be >= 1")
+    for flag, value in (("--modality", args.modality), ("--target", args.target)):
+        if value is not None and value not in modalities.names():
+            close = difflib.get_close_matches(value, modalities.names(), n=1)
+            raise ValueError(f"{flag} {value!r} is not a modality (known: {', '.join(modalities.names())})"
+                             + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
 def _search(args: argparse.Namespace) -> int:
     from sensorium.index import Index, search
+    from sensorium.inference.items import to_value
 
-    given = [q for q in (args.text, args.image, args.audio) if q]
-    if len(given) != 1:
-        raise ValueError("give exactly one query: TEXT, --image PATH or --audio PATH")
+    check_query(args)
+    if args.text is not None:
+        query, label = {"text": args.text}, args.text
+    else:  # decoded before anything loads: a bad query file fails fast, naming the file
+        modality = "image" if args.image else "audio"
+        path = args.image or args.audio
+        query, label = {modality: to_value(modality, path, f"--{modality}")}, f"{modality}: {Path(path).name}"
     index = Index.open(args.index, model=args.model)
-    query = {"text": args.text} if args.text else {"image": args.image} if args.image else {"audio": args.audio}
-    hits = search(index, query, k=args.k, modality=args.modality, where=args.where)
+    hits = search(index, query, k=args.k, modality=args.modality or args.target, where=args.where)
     for rank, hit in enumerate(hits, 1):
         where = f"{hit.record.source}:{hit.record.member}" if hit.record.member else hit.record.source
         print(f"{rank:>3}  {hit.score:.3f}  #{hit.id:<6} {hit.record.modality:<6} {(hit.record.title or '')[:50]!r}  {where}")
     if not hits:
-        print("no hits" + (" (filters matched nothing)" if args.modality or args.where else ""))
+        print("no hits" + (" (filters matched nothing)" if args.modality or args.target or args.where else ""))
     if args.png:
-        _grid(index, hits, given[0] if args.text else f"{next(k for k in query)}: {Path(given[0]).name}", args.png)
+        _grid(index, hits, label, args.png)
         print(f"grid: {args.png}")
     return 0
 
@@ -134,6 +158,7 @@ def register(commands) -> None:
     p.add_argument("--audio", help="audio file as the query")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--modality", help="only return items of this modality")
+    p.add_argument("--target", help=argparse.SUPPRESS)  # the old name of --modality
     p.add_argument("--where", action="append", metavar="KEY=VALUE", help="only items whose metadata matches "
                    "(repeatable)")
     p.add_argument("--model", default=None, help="the index's model, if it moved since the index was built")
