@@ -1,4 +1,5 @@
-"""`sensorium eval` on shards written by plain tarfile (no Sensorium involved), zero-shot folders, index/search."""
+"""`sensorium eval` on shards written by plain tarfile (no Sensorium involved), zero-shot folders (index and search:
+tests/test_index.py)."""
 
 import io
 import json
@@ -97,23 +98,3 @@ def test_zero_shot_classification(run_dir, tmp_path):
 def test_missing_run_gives_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path), "--data", str(tmp_path)]) == 1
     assert "no trained model" in capsys.readouterr().err
-
-
-def test_index_and_search_any_modality(run_dir, tmp_path, capsys):
-    files = tmp_path / "files"
-    files.mkdir()
-    for colour in COLOURS:
-        (files / f"{colour}.png").write_bytes(_image(colour, "PNG"))
-        (files / f"{colour}.txt").write_text(f"a {colour} square")
-    (files / "tone.flac").write_bytes(_flac(440.0))
-    (files / "notes.xyz").write_text("unsupported")
-    assert main(["-q", "index", str(run_dir), str(files)]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["items"] == {"image": 4, "text": 4, "audio": 1} and summary["skipped"] == 1
-    png = tmp_path / "hits.png"
-    assert main(["-q", "search", str(run_dir), "a red square", "-k", "3", "--png", str(png)]) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.strip() and not l.startswith("grid")]
-    assert len(lines) == 3 and png.stat().st_size > 1000
-    assert main(["-q", "search", str(run_dir), "--image", str(files / "red.png"), "--target", "text", "-k", "2"]) == 0
-    assert all(" text " in l for l in capsys.readouterr().out.splitlines()[:2])
-    assert main(["-q", "search", str(run_dir), "--audio", str(files / "tone.flac"), "-k", "2"]) == 0

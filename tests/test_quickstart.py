@@ -26,7 +26,10 @@ def test_quickstart_smoke(tmp_path, capsys):
         assert (tmp_path / "run" / png).stat().st_size > 5000
     out = capsys.readouterr().out
     assert "text->image" in out and "chance R@10" in out
+    assert "(built," in out and main(["-q", "search", str(tmp_path / "run" / "index"), "a red apple", "-k", "2"]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if line.strip()]) == 2
     # a second run resumes: the stages are complete, nothing is retrained, the report is rewritten
     assert main(["-q", "quickstart", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "data"),
                  "--limit", "48", *steps]) == 0
-    assert "using the openclipart shards" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "using the openclipart shards" in out and "(up to date," in out

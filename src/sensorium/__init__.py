@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["list_models", "load"]
+__all__ = ["Index", "build_index", "list_models", "load", "search"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("load", "list_models", "ChatModel", "ChatResult", "Embedder", "ItemError"):
+    if name in ("load", "list_models", "ChatModel", "ChatResult", "Embedder", "ItemError", "Index", "Hit",
+                "build_index", "search"):
         from sensorium import api
 
         return getattr(api, name)

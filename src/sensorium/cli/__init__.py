@@ -1,7 +1,7 @@
 """Sensorium: align, retrieve, answer and serve any modality.
 
 Start with `sensorium quickstart` (data, alignment, evaluation, report), `sensorium models` (packaged models),
-`sensorium search default "a red apple"` and `sensorium chat decoder --image scene.png "What is this?"`.
+`sensorium search runs/quickstart/index "a red apple"`, `sensorium serve runs/quickstart/index` and `sensorium chat decoder --image scene.png "What is this?"`.
 Each command's `--help` says what it reads and writes. Recipe commands take dotted overrides (`train.lr=3e-4`)
 anywhere after their arguments."""
 
@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sensorium.cli.vlm",
     "sensorium.cli.models",
     "sensorium.cli.bench",
+    "sensorium.cli.serve",
 )
 
 
@@ -38,6 +39,7 @@ GROUPS: dict[str, str] = {
     "checkpoint": "inspect and convert HF transformers / open_clip checkpoint directories",
     "vlm": "evaluate language decoder runs",
     "bench": "the evaluation harness: MCQ, yes/no, VQA, captioning, retrieval; World-Bench built in",
+    "index": "persistent search indexes of any modality: build, add, remove, info",
 }
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.\-]*=")
 

@@ -118,7 +118,21 @@ def run_quickstart(run_dir: str | Path = "runs/quickstart", data: str | Path = "
         print(f"zero-shot categories ({c['classes']} classes, n={c['n']}): top-1 {c['top1']:.1f}%, top-5 {c['top5']:.1f}% "
               f"(chance {c['chance_top1']:.1f}% / {c['chance_top5']:.1f}%)")
     print(f"total {timings['total_s']:.0f}s")
+    index_quickstart(run_dir, data / "test", progress)
     return report
+
+
+def index_quickstart(run_dir: Path, test_dir: Path, progress: bool = True) -> Path:
+    """An index of the test split's images and captions (kept while the run and data are unchanged), so `sensorium
+    search` and `sensorium serve` work right after the quick start."""
+    from sensorium.index import ensure
+
+    t0 = time.time()
+    index, rebuilt = ensure(run_dir, run_dir / "index", [test_dir], modalities=["image", "text"], progress=progress)
+    print(f"index: {index.count} items in {index.root} ({'built' if rebuilt else 'up to date'}, {time.time() - t0:.0f}s)"
+          f"\n  sensorium search {index.root} \"a red apple\"\n  sensorium serve {index.root}   # then open "
+          "http://127.0.0.1:8000/")
+    return index.root
 
 
 def machine() -> dict[str, Any]:
