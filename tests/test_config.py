@@ -20,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KIND = {"quickstart": AlignConfig, "align-clip-image": AlignConfig, "vlm-clipart-caption": VLMRecipe,
         "vlm-world-cpu": VLMRecipe, "vlm-world-gpu": VLMRecipe, "world-unified": UnifiedRecipe,
         "symile-xor": XorConfig, "bench-composer-world": AlignConfig, "bench-vlm-world-small": VLMRecipe,
-        "bench-unified-world": UnifiedRecipe}
+        "bench-unified-world": UnifiedRecipe, "decoder-packaged": VLMRecipe}
 
 
 def test_every_committed_recipe_is_known_here():
