@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from sensorium.eval.harness import evaluate, load_run, run_features
-from sensorium.eval.retrieval import chance_metrics, ranks, summarize
+from sensorium.eval.retrieval import ranks, summarize
 from _machine import machine  # bench/_machine.py: platform, CPU, versions, commit
 from sensorium.train.align import AlignConfig, run_alignment
 from sensorium.core.config import load_config

@@ -4,7 +4,6 @@ tests/test_index.py)."""
 import io
 import json
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest

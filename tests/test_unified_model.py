@@ -3,7 +3,6 @@ separate, modality experts, MoE), padding invariance, the [MISSING] token, save/
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
