@@ -71,8 +71,23 @@ def test_two_stage_recipe_trains_saves_and_evaluates(run):
     model = VisionLanguageModel.load(out)
     assert model.lm.cfg.vocab_size > 290  # the LM's vocabulary grew by our special tokens
     assert not any("lora" in k for k in model.state_dict())  # LoRA merged back into plain weights
+    assert report["seed"] == 1  # the recipe's seed and every stage's steps are in the report
+    assert report["stages"] == {name: {"steps": 3, "planned_steps": 3, "stopped_early": None}
+                                for name in ("align", "instruct")}
     again = run_recipe(load_config(VLMRecipe, out / "recipe.yaml"), out, progress=False, evaluate=False)
     assert again["train_seconds"] == {}  # finished stages are not trained again
+    assert again["stages"] == report["stages"]  # ... and their step counts are remembered
+
+
+def test_max_seconds_is_a_reported_safety_stop(run, tmp_path):
+    root, _ = run
+    recipe = load_config(VLMRecipe, root / "recipe.yaml", ["stages.0.optim.steps=500", "stages.0.max_seconds=1e-9",
+                                                           "stages.1.optim.steps=2"])
+    report = run_recipe(recipe, tmp_path / "r", progress=False, evaluate=False)
+    first, second = report["stages"]["align"], report["stages"]["instruct"]
+    assert first["planned_steps"] == 500 and first["steps"] < 500
+    assert "max_seconds" in first["stopped_early"] and f"step {first['steps']}" in first["stopped_early"]
+    assert second == {"steps": 2, "planned_steps": 2, "stopped_early": None}
 
 
 def test_align_stage_leaves_the_decoder_frozen(run, tmp_path):

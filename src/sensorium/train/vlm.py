@@ -51,6 +51,9 @@ class StageConfig:
     lora_rank: int = checked(8, min=1)
     lora_alpha: float = checked(16.0, gt=0)
     time_budget_s: float = checked(0.0, min=0)  # > 0: fit the step count to this budget after a short calibration
+    # > 0: a safety stop only. The stage trains its fixed optim.steps (reproducible on any machine) unless it runs
+    # past this many seconds; the report then names the stage and the step it stopped at
+    max_seconds: float = checked(0.0, min=0)
     # earlier stages' data mixed into this stage's batches ({dataset: share of the steps}), so a later stage does not
     # erase an earlier skill (the caption stage's captioning after the QA stage)
     replay: dict[str, float] = checked(default_factory=dict, gt=0, lt=1)
@@ -240,8 +243,9 @@ def mixed_batches(main: Callable[[int], Iterator[dict[str, Any]]],
 
 def train_stage(model: VisionLanguageModel, stage: StageConfig, prepared: Prepared, recipe: VLMRecipe,
                 run_dir: Path, progress: bool = True, others: dict[str, Prepared] | None = None
-                ) -> list[dict[str, Any]]:
+                ) -> dict[str, Any]:
     """Train one stage with the shared Trainer (resuming its latest checkpoint); LoRA is merged at the end.
+    Returns the steps made, the steps planned and why it stopped early (None when it ran them all).
     `others` holds the attached datasets that `stage.replay` mixes in."""
     others = others or {}
     missing = sorted(set(stage.replay) - set(others))
@@ -277,6 +281,9 @@ def train_stage(model: VisionLanguageModel, stage: StageConfig, prepared: Prepar
                      trainer.config.steps, stage.time_budget_s)
         if stage.time_budget_s > 0 and now - clock["t0"] > 1.15 * stage.time_budget_s + 10:
             raise TimeUp(f"{stage.name}: past its {stage.time_budget_s:.0f}s budget at step {trainer.step}")
+        if stage.max_seconds > 0 and now - clock["t0"] > stage.max_seconds:
+            raise TimeUp(f"{stage.name}: stopped by max_seconds={stage.max_seconds:g} at step {trainer.step} of "
+                         f"{trainer.config.steps}")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and recipe.bf16):
             return m.loss(batch)
 
@@ -286,15 +293,16 @@ def train_stage(model: VisionLanguageModel, stage: StageConfig, prepared: Prepar
         return {"loss": round(float(loss), 4), "token_acc": round(100 * logs["token_acc"], 2)}
 
     clock["t0"] = time.time()
+    stopped = None
     try:
-        history = trainer.fit(batches, step_fn, evaluate)
+        trainer.fit(batches, step_fn, evaluate)
     except TimeUp as exc:
         log.warning("%s; keeping the model as it is", exc)
-        history = trainer.history
+        stopped = str(exc)
     if "lora" in stage.train:
         merge_lora(model.lm)
     model.requires_grad_(False)
-    return history
+    return {"steps": trainer.step, "planned_steps": trainer.config.steps, "stopped_early": stopped}
 
 
 def held_out(prepared: Prepared, split: str, model: VisionLanguageModel, recipe: VLMRecipe, run_dir: Path) -> Prepared:
@@ -323,24 +331,28 @@ def _run_recipe(recipe: VLMRecipe, run_dir: Path, progress: bool, evaluate: bool
     done = json.loads((run_dir / "stages_done.json").read_text()) if (run_dir / "stages_done.json").is_file() else []
     if done and (run_dir / "model" / "config.json").is_file():
         model = VisionLanguageModel.load(run_dir / "model", recipe.device)
-    timings = {}
+    timings: dict[str, float] = {}
+    steps: dict[str, Any] = json.loads((run_dir / "stage_steps.json").read_text()) \
+        if (run_dir / "stage_steps.json").is_file() else {}
     for stage in recipe.stages:
         if stage.name in done:
             continue
         start = time.time()
         for name in [stage.data, *stage.replay]:
             attach(model, data[name], recipe, run_dir)
-        train_stage(model, stage, data[stage.data], recipe, run_dir, progress, data)
+        steps[stage.name] = train_stage(model, stage, data[stage.data], recipe, run_dir, progress, data)
         timings[stage.name] = round(time.time() - start, 1)
         model.save(run_dir / "model")
+        (run_dir / "stage_steps.json").write_text(json.dumps(steps))
         done.append(stage.name)
         (run_dir / "stages_done.json").write_text(json.dumps(done))
     if (run_dir / "metrics.jsonl").is_file():
         loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    trained = {"seed": recipe.seed, "train_seconds": timings, "stages": steps}
     if not evaluate:
-        return {"train_seconds": timings}
+        return trained
 
-    report: dict[str, Any] = {"n": 0, "train_seconds": timings}
+    report: dict[str, Any] = {"n": 0, **trained}
     for name, prepared in data.items():
         if recipe.evaluate and name not in recipe.evaluate:
             continue
