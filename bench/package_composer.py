@@ -44,6 +44,7 @@ def package(run: Path, out: Path) -> dict:
     state = {k: (v.half() if v.is_floating_point() else v).detach().contiguous().cpu()
              for k, v in model.state_dict().items()}
     save_safetensors(state, tmp / "model.safetensors")
+    (tmp / "model.safetensors").chmod(0o644)
     shutil.copy(folder / "config.json", tmp / "config.json")
     report = json.loads((run / "report.json").read_text()) if (run / "report.json").is_file() else {}
     card = {"name": "composer", "recipe": "configs/quickstart.yaml (the built-in defaults)",
